@@ -1,0 +1,1 @@
+//! Integration tests for the kube_proxy inspector.
