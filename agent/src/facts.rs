@@ -89,7 +89,9 @@ impl ComponentFacts {
         };
         let mut cur = &mut self.facts;
         for seg in parents {
-            cur = object(cur).entry((*seg).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+            cur = object(cur)
+                .entry((*seg).to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
         }
         object(cur).insert((*last).to_owned(), value);
     }
@@ -101,7 +103,8 @@ impl ComponentFacts {
 
     /// Records where the subtree at `path` came from.
     pub fn evidence(&mut self, path: &[&str], evidence: Evidence) {
-        self.evidence.insert(format_path(path.iter().copied()), evidence);
+        self.evidence
+            .insert(format_path(path.iter().copied()), evidence);
     }
 
     /// The value at `path`, if present (unknown markers are returned as they are).
@@ -203,7 +206,9 @@ impl FactPath {
         let mut expect_segment = true;
         while !rest.is_empty() {
             if let Some(r) = rest.strip_prefix('[') {
-                let r = r.strip_prefix('"').ok_or_else(|| err("expected '\"' after '['"))?;
+                let r = r
+                    .strip_prefix('"')
+                    .ok_or_else(|| err("expected '\"' after '['"))?;
                 let end = r.find("\"]").ok_or_else(|| err("unterminated [\"...\"]"))?;
                 segments.push(Segment::Quoted(r[..end].to_owned()));
                 rest = &r[end + 2..];
@@ -305,7 +310,13 @@ impl Facts {
         };
         let mut out = Vec::new();
         let start = vec![comp_name.to_owned()];
-        walk(&comp.facts, &path.segments[1..], start.clone(), start, &mut out);
+        walk(
+            &comp.facts,
+            &path.segments[1..],
+            start.clone(),
+            start,
+            &mut out,
+        );
         out
     }
 
@@ -326,9 +337,10 @@ impl Facts {
     pub fn evidence_for(&self, segments: &[String]) -> Option<&Evidence> {
         let (comp, rest) = segments.split_first()?;
         let c = self.components.get(comp)?;
-        (0..=rest.len())
-            .rev()
-            .find_map(|n| c.evidence.get(&format_path(rest[..n].iter().map(String::as_str))))
+        (0..=rest.len()).rev().find_map(|n| {
+            c.evidence
+                .get(&format_path(rest[..n].iter().map(String::as_str)))
+        })
     }
 }
 
@@ -359,7 +371,11 @@ fn walk<'a>(
         Segment::Wildcard => {
             let children: Vec<(String, &Value)> = match v {
                 Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v)).collect(),
-                Value::Array(a) => a.iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
+                Value::Array(a) => a
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i.to_string(), v))
+                    .collect(),
                 _ => Vec::new(),
             };
             for (k, child) in children {
@@ -439,8 +455,14 @@ mod tests {
         k.set(&["featureGates", "Alpha1", "stage"], "alpha");
         k.set(&["featureGates", "Alpha1", "enabled"], true);
         k.set(&["featureGates", "Ga1", "stage"], "ga");
-        k.unknown(&["files", "kubeconfig"], "/etc/kubernetes/kubelet.conf: permission denied");
-        k.evidence(&["config"], Evidence::file("/var/lib/kubelet/config.yaml").with_pid(7));
+        k.unknown(
+            &["files", "kubeconfig"],
+            "/etc/kubernetes/kubelet.conf: permission denied",
+        );
+        k.evidence(
+            &["config"],
+            Evidence::file("/var/lib/kubelet/config.yaml").with_pid(7),
+        );
         f.insert(k);
         let mut s = ComponentFacts::new("sysctl");
         s.set(&["runtime", "net.ipv4.ip_forward"], "1");
@@ -450,7 +472,10 @@ mod tests {
 
     #[test]
     fn plain_lookup() {
-        assert_eq!(f_get("kubelet.config.readOnlyPort"), Lookup::Found(&json!(10255)));
+        assert_eq!(
+            f_get("kubelet.config.readOnlyPort"),
+            Lookup::Found(&json!(10255))
+        );
         assert_eq!(f_get("kubelet.config.address"), Lookup::Absent);
     }
 
@@ -461,15 +486,28 @@ mod tests {
 
     #[test]
     fn dotted_keys_match_longest_first_and_quoted() {
-        assert_eq!(f_get("sysctl.runtime.net.ipv4.ip_forward"), Lookup::Found(&json!("1")));
-        assert_eq!(f_get("sysctl.runtime[\"net.ipv4.ip_forward\"]"), Lookup::Found(&json!("1")));
-        assert_eq!(f_get("sysctl.runtime.net.ipv4.tcp_syncookies"), Lookup::Absent);
+        assert_eq!(
+            f_get("sysctl.runtime.net.ipv4.ip_forward"),
+            Lookup::Found(&json!("1"))
+        );
+        assert_eq!(
+            f_get("sysctl.runtime[\"net.ipv4.ip_forward\"]"),
+            Lookup::Found(&json!("1"))
+        );
+        assert_eq!(
+            f_get("sysctl.runtime.net.ipv4.tcp_syncookies"),
+            Lookup::Absent
+        );
     }
 
     #[test]
     fn unknown_propagates_to_every_path_below() {
-        assert!(matches!(f_get("kubelet.files.kubeconfig.mode"), Lookup::Unknown(r) if r.contains("permission denied")));
-        assert!(matches!(f_get("containerd.version"), Lookup::Unknown(r) if r.contains("not inspected")));
+        assert!(
+            matches!(f_get("kubelet.files.kubeconfig.mode"), Lookup::Unknown(r) if r.contains("permission denied"))
+        );
+        assert!(
+            matches!(f_get("containerd.version"), Lookup::Unknown(r) if r.contains("not inspected"))
+        );
     }
 
     #[test]
@@ -485,7 +523,9 @@ mod tests {
     #[test]
     fn evidence_uses_the_longest_prefix() {
         let f = facts();
-        let segs: Vec<String> = ["kubelet", "config", "readOnlyPort"].map(String::from).into();
+        let segs: Vec<String> = ["kubelet", "config", "readOnlyPort"]
+            .map(String::from)
+            .into();
         assert_eq!(f.evidence_for(&segs).unwrap().pid, Some(7));
     }
 
@@ -496,6 +536,9 @@ mod tests {
         }
         let p = FactPath::parse("sysctl.runtime[\"net.ipv4.ip_forward\"]").unwrap();
         assert_eq!(p.to_string(), "sysctl.runtime[\"net.ipv4.ip_forward\"]");
-        assert_eq!(format_path(["sysctl", "runtime", "a.b"]), "sysctl.runtime[\"a.b\"]");
+        assert_eq!(
+            format_path(["sysctl", "runtime", "a.b"]),
+            "sysctl.runtime[\"a.b\"]"
+        );
     }
 }

@@ -3,6 +3,11 @@
 //! The flow (see the README): [`host::HostRoot`] → [`inspect`] → [`facts::Facts`] →
 //! [`baseline`] rules → [`finding::Finding`]s → [`report`].
 
+pub mod baseline;
+pub mod check;
+pub mod clock;
 pub mod facts;
+pub mod finding;
 pub mod host;
 pub mod inspect;
+pub mod report;

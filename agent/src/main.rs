@@ -1,15 +1,30 @@
 //! The `nodedrift` command: parse the command line, set up logging, run, map the outcome to an
-//! exit code.
+//! exit code (0 pass, 1 drift, 3 unknowns only, 64 bad usage or baseline, 70 internal error).
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use nodedrift::baseline::{self, Baseline, profiles};
+use nodedrift::check::{self, CheckError, CheckOptions};
 use nodedrift::host::HostRoot;
 use nodedrift::inspect;
+use nodedrift::report::{self, Format, console};
+
+/// Bad command line, bad baseline or bad configuration (sysexits EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+/// Anything else that stopped the run (sysexits EX_SOFTWARE).
+const EXIT_INTERNAL: u8 = 70;
 
 #[derive(Debug, Parser)]
-#[command(name = "nodedrift", version, about = "Detects drift of a Kubernetes node from its supported baseline")]
+#[command(
+    name = "nodedrift",
+    version,
+    about = "Detects drift of a Kubernetes node from its supported baseline",
+    after_help = "Exit codes: 0 all pass, 1 at least one fail, 3 no fail but unknowns, 64 bad usage or baseline, 70 internal error."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,8 +37,41 @@ struct HostArgs {
     host_root: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+struct BaselineArgs {
+    /// Use this embedded profile instead of detecting one from the host.
+    #[arg(long, env = "NODEDRIFT_PROFILE", value_parser = clap::builder::PossibleValuesParser::new(profiles::NAMES))]
+    profile: Option<String>,
+    /// Baseline file layered over the profile (repeatable; later files win).
+    #[arg(long = "baseline", value_name = "FILE")]
+    baselines: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check the node once against its baseline and exit with a code that says pass or drift.
+    Check {
+        #[command(flatten)]
+        host: HostArgs,
+        #[command(flatten)]
+        baseline: BaselineArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// List passing rules too (table format).
+        #[arg(long)]
+        show_pass: bool,
+        /// Colour the table: auto (on a terminal, unless NO_COLOR is set), always, never.
+        #[arg(long, value_enum, default_value_t = Color::Auto)]
+        color: Color,
+    },
     /// Print the facts the inspectors gather, as JSON.
     Inspect {
         /// Only this component.
@@ -31,6 +79,31 @@ enum Command {
         component: Option<String>,
         #[command(flatten)]
         host: HostArgs,
+    },
+    /// Validate or show baselines.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BaselineCommand {
+    /// Check baseline files: syntax, unknown keys, paths, expectations. Errors name file:line:column.
+    Validate {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Validate as a layer over this profile (default: any profile it fits).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(profiles::NAMES))]
+        profile: Option<String>,
+    },
+    /// Print the effective rule set as a baseline document (or the policy coverage).
+    Show {
+        #[command(flatten)]
+        host: HostArgs,
+        #[command(flatten)]
+        baseline: BaselineArgs,
+        /// Print which support-policy clause each rule protects, as a table.
+        #[arg(long)]
+        policy: bool,
     },
 }
 
@@ -42,24 +115,177 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
-            eprintln!("nodedrift: error: {e:#}");
-            ExitCode::from(70)
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let usage = e
+                .downcast_ref::<CheckError>()
+                .is_some_and(CheckError::is_usage)
+                || e.downcast_ref::<baseline::BaselineError>().is_some();
+            let message = format!("nodedrift: error: {e:#}");
+            eprintln!("{message}");
+            termination_log(&message);
+            ExitCode::from(if usage { EXIT_USAGE } else { EXIT_INTERNAL })
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// In a pod, the last error also goes to the termination log so `kubectl describe pod` shows it.
+fn termination_log(message: &str) {
+    let path = std::path::Path::new("/dev/termination-log");
+    if path.exists()
+        && let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path)
+    {
+        let _ = writeln!(f, "{message}");
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
+        Command::Check {
+            host,
+            baseline,
+            format,
+            show_pass,
+            color,
+        } => {
+            let opts = CheckOptions {
+                host_root: host.host_root,
+                profile: baseline.profile,
+                baselines: baseline.baselines,
+                inspect: inspect::Options::default(),
+            };
+            let report = check::run(&opts)?;
+            let color = match color {
+                Color::Always => true,
+                Color::Never => false,
+                Color::Auto => {
+                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+                }
+            };
+            let text = report::render(&report, format, &console::Options { color, show_pass });
+            print_out(&text)?;
+            Ok(check::exit_code(&report.summary))
+        }
         Command::Inspect { component, host } => {
             let host = HostRoot::new(&host.host_root)?;
+            let mut opts = inspect::Options::default();
+            // Read every sysctl any embedded profile names, so the output is profile-independent.
+            for p in profiles::NAMES {
+                opts.sysctl_keys.extend(Baseline::profile(p)?.sysctl_keys());
+            }
             let only: Vec<&str> = component.iter().map(String::as_str).collect();
-            let facts = inspect::inspect(&host, &inspect::Options::default(), &only);
-            println!("{}", serde_json::to_string_pretty(&facts.components)?);
-            Ok(ExitCode::SUCCESS)
+            let facts = inspect::inspect(&host, &opts, &only);
+            print_out(&(serde_json::to_string_pretty(&facts.components)? + "\n"))?;
+            Ok(0)
         }
+        Command::Baseline(BaselineCommand::Validate { files, profile }) => {
+            validate(&files, profile.as_deref())
+        }
+        Command::Baseline(BaselineCommand::Show {
+            host,
+            baseline,
+            policy,
+        }) => {
+            let name = match baseline.profile {
+                Some(p) => p,
+                None => {
+                    let host = HostRoot::new(&host.host_root)?;
+                    let facts =
+                        inspect::inspect(&host, &inspect::Options::default(), &[inspect::os::NAME]);
+                    check::choose_profile(None, &facts).name
+                }
+            };
+            let b = check::load_baseline(&name, &baseline.baselines)?;
+            let text = if policy {
+                policy_table(&name, &b)
+            } else {
+                serde_norway::to_string(&b.to_document(&name)).context("rendering the baseline")?
+            };
+            print_out(&text)?;
+            Ok(0)
+        }
+    }
+}
+
+/// Validates each file as a layer over a profile: over `profile` if given, else over any
+/// profile it fits (a file may patch rules only the AKS profiles have).
+fn validate(files: &[PathBuf], profile: Option<&str>) -> anyhow::Result<u8> {
+    let candidates: Vec<&str> = match profile {
+        Some(p) => vec![p],
+        None => profiles::NAMES.to_vec(),
+    };
+    let mut code = 0;
+    for file in files {
+        let mut fits = Vec::new();
+        let mut last_err = None;
+        let mut warnings = Vec::new();
+        for p in &candidates {
+            let mut b = Baseline::profile(p)?;
+            let before = b.warnings.len();
+            match b.apply_file(file) {
+                Ok(()) => {
+                    fits.push(*p);
+                    warnings = b.warnings.split_off(before);
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match (fits.is_empty(), last_err) {
+            (false, _) => {
+                println!(
+                    "{}: valid (layers over {})",
+                    file.display(),
+                    fits.join(", ")
+                );
+                for w in warnings {
+                    println!("warning: {w}");
+                }
+            }
+            (true, Some(e)) => {
+                eprintln!("nodedrift: error: {e}");
+                code = EXIT_USAGE;
+            }
+            (true, None) => {}
+        }
+    }
+    Ok(code)
+}
+
+fn policy_table(name: &str, b: &Baseline) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "# Policy coverage of profile {name}\n\n| clause | summary | rules |\n|---|---|---|\n"
+    );
+    let by = b.by_policy();
+    for c in baseline::policy::clauses() {
+        let rules = by
+            .get(c.id.as_str())
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| format!("`{}`", r.id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "— (no rule in this profile)".into());
+        let _ = writeln!(out, "| {} | {} | {} |", c.id, c.summary, rules);
+    }
+    out
+}
+
+/// Writes to stdout, treating a closed pipe (`| head`) as success.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
     }
 }

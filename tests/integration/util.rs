@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 
 /// The fixture host tree `tests/fixtures/hosts/<name>`.
 pub fn fixture_host(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hosts")
+        .join(name)
 }
 
 /// A command running the real `nodedrift` binary, with a clean environment for its knobs.
@@ -27,7 +29,12 @@ pub fn run(args: &[&str]) -> Output {
 
 /// Runs `nodedrift inspect <component> --host-root <root>` and parses the JSON it prints.
 pub fn inspect(component: &str, root: &std::path::Path) -> serde_json::Value {
-    let out = run(&["inspect", component, "--host-root", root.to_str().expect("utf-8 root")]);
+    let out = run(&[
+        "inspect",
+        component,
+        "--host-root",
+        root.to_str().expect("utf-8 root"),
+    ]);
     assert!(
         out.status.success(),
         "inspect failed: {}\n{}",

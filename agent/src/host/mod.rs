@@ -218,7 +218,9 @@ impl HostRoot {
         match openat2(host.dir.as_fd(), ".", probe) {
             Ok(_) => Ok(host),
             Err(Errno::ENOSYS | Errno::EPERM | Errno::EINVAL | Errno::E2BIG) => {
-                tracing::debug!("openat2 is unavailable; resolving host paths component by component");
+                tracing::debug!(
+                    "openat2 is unavailable; resolving host paths component by component"
+                );
                 Ok(Self {
                     resolver: Resolver::Walk,
                     ..host
@@ -399,9 +401,9 @@ impl HostRoot {
                     flags | OFlag::O_NOFOLLOW
                 };
                 let how = || {
-                    OpenHow::new().flags(flags).resolve(
-                        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-                    )
+                    OpenHow::new()
+                        .flags(flags)
+                        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
                 };
                 let mut attempt = 0;
                 loop {
@@ -478,8 +480,13 @@ impl HostRoot {
                 if flags.contains(OFlag::O_PATH) && !flags.contains(OFlag::O_DIRECTORY) {
                     return Ok(fd);
                 }
-                return openat(cur.as_fd(), name.as_os_str(), flags | OFlag::O_NOFOLLOW, Mode::empty())
-                    .map_err(err);
+                return openat(
+                    cur.as_fd(),
+                    name.as_os_str(),
+                    flags | OFlag::O_NOFOLLOW,
+                    Mode::empty(),
+                )
+                .map_err(err);
             }
             if kind != FileKind::Directory {
                 return Err(err(Errno::ENOTDIR));
@@ -515,7 +522,10 @@ fn components(path: &Path) -> Vec<OsString> {
 
 /// Splits a host path into its parent directory and final name (`/` for a bare name).
 fn split_parent(path: &Path) -> (PathBuf, OsString) {
-    let parent = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let parent = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
     let name = path
         .file_name()
         .map(|n| n.to_os_string())

@@ -47,7 +47,10 @@ fn absolute_symlink_resolves_inside_the_root() {
     for h in both(&f.root) {
         assert_eq!(h.read_string(Path::new("/etc/abs"), 64).unwrap(), "inside");
         assert_eq!(h.read_string(Path::new("/etc/rel"), 64).unwrap(), "inside");
-        assert_eq!(h.read_string(Path::new("/../../secret"), 64).unwrap(), "inside");
+        assert_eq!(
+            h.read_string(Path::new("/../../secret"), 64).unwrap(),
+            "inside"
+        );
     }
 }
 
@@ -55,7 +58,11 @@ fn absolute_symlink_resolves_inside_the_root() {
 fn symlink_pointing_outside_with_no_twin_inside_is_not_found() {
     let f = fixture();
     std::fs::remove_file(f.root.join("secret")).unwrap();
-    symlink(f.root.parent().unwrap().join("secret"), f.root.join("etc/escape")).unwrap();
+    symlink(
+        f.root.parent().unwrap().join("secret"),
+        f.root.join("etc/escape"),
+    )
+    .unwrap();
     for h in both(&f.root) {
         let e = h.read(Path::new("/etc/escape"), 64).unwrap_err();
         assert!(e.is_not_found(), "{e}");
@@ -77,15 +84,28 @@ fn symlink_loop_is_an_error_naming_the_path() {
 #[test]
 fn fifo_is_never_opened_for_reading() {
     let f = fixture();
-    nix::unistd::mkfifo(&f.root.join("etc/config.yaml"), Mode::from_bits_truncate(0o644)).unwrap();
+    nix::unistd::mkfifo(
+        &f.root.join("etc/config.yaml"),
+        Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     for h in both(&f.root) {
         // A blocking open of a FIFO with no writer would hang this test forever.
         let e = h.read(Path::new("/etc/config.yaml"), 64).unwrap_err();
         assert!(
-            matches!(e, HostError::NotRegular { kind: FileKind::Fifo, .. }),
+            matches!(
+                e,
+                HostError::NotRegular {
+                    kind: FileKind::Fifo,
+                    ..
+                }
+            ),
             "{e}"
         );
-        assert_eq!(h.stat(Path::new("/etc/config.yaml")).unwrap().kind, FileKind::Fifo);
+        assert_eq!(
+            h.stat(Path::new("/etc/config.yaml")).unwrap().kind,
+            FileKind::Fifo
+        );
     }
 }
 
@@ -95,9 +115,27 @@ fn socket_and_directory_are_not_read() {
     let _l = std::os::unix::net::UnixListener::bind(f.root.join("etc/sock")).unwrap();
     for h in both(&f.root) {
         let e = h.read(Path::new("/etc/sock"), 64).unwrap_err();
-        assert!(matches!(e, HostError::NotRegular { kind: FileKind::Socket, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                HostError::NotRegular {
+                    kind: FileKind::Socket,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = h.read(Path::new("/etc/kubernetes"), 64).unwrap_err();
-        assert!(matches!(e, HostError::NotRegular { kind: FileKind::Directory, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                HostError::NotRegular {
+                    kind: FileKind::Directory,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }
 
@@ -107,7 +145,9 @@ fn huge_file_is_refused_without_reading_it() {
     let file = std::fs::File::create(f.root.join("etc/big.yaml")).unwrap();
     file.set_len(2 << 30).unwrap(); // 2 GiB, sparse
     for h in both(&f.root) {
-        let e = h.read(Path::new("/etc/big.yaml"), DEFAULT_READ_LIMIT).unwrap_err();
+        let e = h
+            .read(Path::new("/etc/big.yaml"), DEFAULT_READ_LIMIT)
+            .unwrap_err();
         assert!(matches!(e, HostError::TooLarge { .. }), "{e}");
     }
 }
@@ -142,7 +182,10 @@ fn read_dir_is_bounded() {
     }
     let h = HostRoot::new(&f.root).unwrap();
     let e = h.read_dir(Path::new("/etc"), 5).unwrap_err();
-    assert!(matches!(e, HostError::TooManyEntries { limit: 5, .. }), "{e}");
+    assert!(
+        matches!(e, HostError::TooManyEntries { limit: 5, .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -150,7 +193,10 @@ fn lstat_describes_the_link_and_stat_its_target() {
     let f = fixture();
     symlink("/etc/kubernetes/kubelet.conf", f.root.join("etc/link")).unwrap();
     for h in both(&f.root) {
-        assert_eq!(h.lstat(Path::new("/etc/link")).unwrap().kind, FileKind::Symlink);
+        assert_eq!(
+            h.lstat(Path::new("/etc/link")).unwrap().kind,
+            FileKind::Symlink
+        );
         assert_eq!(h.stat(Path::new("/etc/link")).unwrap().kind, FileKind::File);
         assert_eq!(
             h.read_link(Path::new("/etc/link")).unwrap(),

@@ -59,12 +59,30 @@ pub struct Component {
 
 /// Every component, in report order.
 pub const COMPONENTS: &[Component] = &[
-    Component { name: kubelet::NAME, inspect: kubelet::inspect },
-    Component { name: containerd::NAME, inspect: containerd::inspect },
-    Component { name: kube_proxy::NAME, inspect: kube_proxy::inspect },
-    Component { name: sysctl::NAME, inspect: sysctl::inspect },
-    Component { name: reboot::NAME, inspect: reboot::inspect },
-    Component { name: os::NAME, inspect: os::inspect },
+    Component {
+        name: kubelet::NAME,
+        inspect: kubelet::inspect,
+    },
+    Component {
+        name: containerd::NAME,
+        inspect: containerd::inspect,
+    },
+    Component {
+        name: kube_proxy::NAME,
+        inspect: kube_proxy::inspect,
+    },
+    Component {
+        name: sysctl::NAME,
+        inspect: sysctl::inspect,
+    },
+    Component {
+        name: reboot::NAME,
+        inspect: reboot::inspect,
+    },
+    Component {
+        name: os::NAME,
+        inspect: os::inspect,
+    },
 ];
 
 /// Names of all components.
@@ -93,7 +111,10 @@ pub fn inspect(host: &HostRoot, options: &Options, only: &[&str]) -> Facts {
             .collect();
         for (name, h) in handles {
             let cf = h.join().unwrap_or_else(|_| {
-                tracing::error!(component = name, "inspector panicked; its facts are unknown");
+                tracing::error!(
+                    component = name,
+                    "inspector panicked; its facts are unknown"
+                );
                 let mut cf = ComponentFacts::new(name);
                 cf.unknown(&[], "the inspector failed internally (panic); see the log");
                 cf

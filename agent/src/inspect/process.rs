@@ -231,7 +231,10 @@ mod tests {
 
     #[test]
     fn cmdline_splitting() {
-        assert_eq!(split_cmdline(b"/usr/bin/kubelet\0--v=2\0"), args(&["/usr/bin/kubelet", "--v=2"]));
+        assert_eq!(
+            split_cmdline(b"/usr/bin/kubelet\0--v=2\0"),
+            args(&["/usr/bin/kubelet", "--v=2"])
+        );
         assert_eq!(split_cmdline(b""), Vec::<String>::new());
         assert_eq!(split_cmdline(b"trunc"), args(&["trunc"]));
         assert_eq!(split_cmdline(b"a\0\xff\0"), args(&["a", "\u{fffd}"]));

@@ -1,0 +1,30 @@
+//! Sinks for a check's result. For now: the console table and the JSON document printed by
+//! `nodedrift check`.
+
+pub mod console;
+
+use crate::check::CheckReport;
+
+/// Output formats of `nodedrift check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable, grouped by component (coloured on a terminal).
+    Table,
+    /// The `CheckReport` JSON document (schema in the README).
+    Json,
+}
+
+/// Renders a report in `format`.
+pub fn render(report: &CheckReport, format: Format, opts: &console::Options) -> String {
+    match format {
+        Format::Table => console::render(report, opts),
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(report).unwrap_or_else(|e| {
+                // Serializing plain data cannot fail; say so loudly if it ever does.
+                format!("{{\"error\": \"serializing the report: {e}\"}}")
+            });
+            s.push('\n');
+            s
+        }
+    }
+}
