@@ -37,7 +37,7 @@ pub enum CheckError {
 impl CheckError {
     /// Bad input from the user (exit 64) rather than an internal failure.
     pub fn is_usage(&self) -> bool {
-        matches!(self, Self::Baseline(_))
+        matches!(self, Self::Baseline(_) | Self::Host(HostError::Root { .. }))
     }
 }
 

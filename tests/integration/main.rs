@@ -3,6 +3,9 @@
 
 mod util;
 
+mod cli;
+mod hostile;
+
 mod containerd;
 mod kube_proxy;
 mod kubelet;

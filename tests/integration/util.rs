@@ -43,3 +43,84 @@ pub fn inspect(component: &str, root: &std::path::Path) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("inspect prints JSON")
 }
+
+/// Runs the command, killing it and failing the test if it takes longer than `secs` (a hang
+/// is a bug this suite must catch, not wait for).
+pub fn run_bounded(cmd: &mut Command, secs: u64) -> Output {
+    use std::time::{Duration, Instant};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn nodedrift");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    // Drain the pipes on threads so a large output cannot block the child.
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut so, &mut b).ok();
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut se, &mut b).ok();
+        b
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("nodedrift did not finish within {secs} s (hang)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: t_out.join().expect("stdout thread"),
+        stderr: t_err.join().expect("stderr thread"),
+    }
+}
+
+/// `nodedrift check --format json` on `root` with extra args; returns (exit code, report).
+pub fn check_json(root: &std::path::Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let out = run_bounded(
+        nodedrift()
+            .args(["check", "--format", "json", "--host-root"])
+            .arg(root)
+            .args(extra),
+        60,
+    );
+    let code = out.status.code().expect("exit code");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check printed no JSON ({e}); exit {code}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, v)
+}
+
+/// Findings of a report with the given status.
+pub fn with_status<'a>(report: &'a serde_json::Value, status: &str) -> Vec<&'a serde_json::Value> {
+    report["findings"]
+        .as_array()
+        .expect("findings array")
+        .iter()
+        .filter(|f| f["status"] == status)
+        .collect()
+}
+
+/// Writes a baseline document with the given rules YAML (indented list items).
+pub fn baseline_file(dir: &std::path::Path, name: &str, rules: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!("apiVersion: nodedrift.dev/v1\nkind: Baseline\nmetadata:\n  name: {name}\nrules:\n{rules}"),
+    )
+    .expect("write baseline");
+    p
+}

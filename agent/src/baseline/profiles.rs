@@ -43,12 +43,13 @@ const AKS: &[EmbeddedFile] = embed!(
 const AKS_UBUNTU: &[EmbeddedFile] = embed!("aks-ubuntu.yaml");
 const AKS_AZURELINUX: &[EmbeddedFile] = embed!("aks-azurelinux.yaml");
 
-/// The profile names, most specific last.
-pub const NAMES: &[&str] = &["generic", "aks-ubuntu", "aks-azurelinux"];
+/// The profile names. `none` has no rules: only the user's files apply.
+pub const NAMES: &[&str] = &["generic", "aks-ubuntu", "aks-azurelinux", "none"];
 
 /// The documents of a profile, bottom layer first.
 pub fn files(name: &str) -> Result<Vec<EmbeddedFile>, BaselineError> {
     let layers: &[&[EmbeddedFile]] = match name {
+        "none" => &[],
         "generic" => &[GENERIC],
         "aks-ubuntu" => &[GENERIC, AKS, AKS_UBUNTU],
         "aks-azurelinux" => &[GENERIC, AKS, AKS_AZURELINUX],
