@@ -26,13 +26,23 @@ fn exit_code_3_when_nothing_fails_but_something_is_unknown() {
     let host = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let b = baseline_file(dir.path(), "b.yaml", KUBELET_PORT_RULE);
-    let (code, report) = check_json(host.path(), &["--profile", "none", "--baseline", b.to_str().unwrap()]);
+    let (code, report) = check_json(
+        host.path(),
+        &["--profile", "none", "--baseline", b.to_str().unwrap()],
+    );
     assert_eq!(code, 3, "{report:#}");
     assert_eq!(report["summary"]["unknown"], 1);
     assert_eq!(report["summary"]["fail"], 0);
     let f = &with_status(&report, "unknown")[0];
     assert_eq!(f["rule"], "t.port");
-    assert!(f["reason"].as_str().unwrap().to_lowercase().contains("kubelet"), "{f:#}");
+    assert!(
+        f["reason"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("kubelet"),
+        "{f:#}"
+    );
 }
 
 #[test]
@@ -46,14 +56,20 @@ fn exit_code_0_when_everything_passes_and_1_on_any_fail() {
         "pass.yaml",
         "  - id: t.absent\n    path: os.release.ID\n    expect: { absent: true }\n    severity: low\n    policy: cis/4.1\n",
     );
-    let (code, report) = check_json(host.path(), &["--profile", "none", "--baseline", pass.to_str().unwrap()]);
+    let (code, report) = check_json(
+        host.path(),
+        &["--profile", "none", "--baseline", pass.to_str().unwrap()],
+    );
     assert_eq!(code, 0, "{report:#}");
     let fail = baseline_file(
         dir.path(),
         "fail.yaml",
         "  - id: t.present\n    path: os.release.ID\n    expect: { present: true }\n    severity: low\n    policy: cis/4.1\n",
     );
-    let (code, report) = check_json(host.path(), &["--profile", "none", "--baseline", fail.to_str().unwrap()]);
+    let (code, report) = check_json(
+        host.path(),
+        &["--profile", "none", "--baseline", fail.to_str().unwrap()],
+    );
     assert_eq!(code, 1, "{report:#}");
 }
 
@@ -73,7 +89,12 @@ fn validate_reports_file_line_column_and_key() {
 
     let good = baseline_file(dir.path(), "good.yaml", KUBELET_PORT_RULE);
     let out = run(&["baseline", "validate", good.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -81,14 +102,21 @@ fn malformed_and_unreadable_baselines_exit_64_without_hanging() {
     let dir = tempfile::tempdir().unwrap();
     let host = tempfile::tempdir().unwrap();
     let malformed = dir.path().join("m.yaml");
-    std::fs::write(&malformed, "apiVersion: nodedrift.dev/v1\nkind: Baseline\nrules: [\n").unwrap();
+    std::fs::write(
+        &malformed,
+        "apiVersion: nodedrift.dev/v1\nkind: Baseline\nrules: [\n",
+    )
+    .unwrap();
     let fifo = dir.path().join("fifo.yaml");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     for (file, expect) in [
         (malformed.as_path(), "m.yaml:"),
         (fifo.as_path(), "not a regular file"),
         (dir.path(), "not a regular file"),
-        (std::path::Path::new("/nonexistent.yaml"), "nonexistent.yaml"),
+        (
+            std::path::Path::new("/nonexistent.yaml"),
+            "nonexistent.yaml",
+        ),
     ] {
         let out = run_bounded(
             nodedrift()
@@ -111,8 +139,19 @@ fn baseline_show_prints_a_document_that_validates() {
     assert_eq!(out.status.code(), Some(0));
     let shown = dir.path().join("shown.yaml");
     std::fs::write(&shown, &out.stdout).unwrap();
-    let out = run(&["baseline", "validate", "--profile", "none", shown.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "baseline",
+        "validate",
+        "--profile",
+        "none",
+        shown.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = run(&["baseline", "show", "--profile", "aks-ubuntu", "--policy"]);
     let table = String::from_utf8_lossy(&out.stdout);
@@ -135,6 +174,12 @@ fn table_format_groups_by_component_and_summarises() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("kubelet\n"), "{text}");
     assert!(text.contains("UNKNOWN"), "{text}");
-    assert!(text.contains("summary: 0 pass, 0 fail, 1 unknown"), "{text}");
-    assert!(!text.contains('\x1b'), "no colour when not a terminal: {text}");
+    assert!(
+        text.contains("summary: 0 pass, 0 fail, 1 unknown"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\x1b'),
+        "no colour when not a terminal: {text}"
+    );
 }

@@ -40,7 +40,13 @@ fn hostile() -> Hostile {
     let root = outer.path().join("host");
     let outside = outer.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
-    for name in ["config.yaml", "kubelet.conf", "secret", "config.toml", "sysctl.conf"] {
+    for name in [
+        "config.yaml",
+        "kubelet.conf",
+        "secret",
+        "config.toml",
+        "sysctl.conf",
+    ] {
         std::fs::write(outside.join(name), format!("{OUTSIDE_MARKER}: 1\n")).unwrap();
     }
     let out = outside.to_str().unwrap();
@@ -55,7 +61,11 @@ fn hostile() -> Hostile {
     write(&root, "proc/1201/comm", b"kubelet\n");
     link(&root, "proc/1201/cwd", "/");
     std::fs::create_dir_all(root.join("var/lib/kubelet/config.yaml")).unwrap();
-    link(&root, "etc/kubernetes/kubelet.conf", &format!("{out}/kubelet.conf"));
+    link(
+        &root,
+        "etc/kubernetes/kubelet.conf",
+        &format!("{out}/kubelet.conf"),
+    );
     write(
         &root,
         "etc/systemd/system/kubelet.service",
@@ -68,7 +78,11 @@ fn hostile() -> Hostile {
         .unwrap();
 
     // containerd: a FIFO named config.toml (a blocking open would hang forever).
-    write(&root, "proc/1101/cmdline", b"/usr/bin/containerd\0--config\0/etc/containerd/config.toml\0");
+    write(
+        &root,
+        "proc/1101/cmdline",
+        b"/usr/bin/containerd\0--config\0/etc/containerd/config.toml\0",
+    );
     write(&root, "proc/1101/comm", b"containerd\n");
     link(&root, "proc/1101/cwd", "/");
     fifo(&root, "etc/containerd/config.toml");
@@ -91,14 +105,19 @@ fn hostile() -> Hostile {
     write(&root, "proc/stat", b"\xff\xfe not a stat file\n");
     write(&root, "proc/sys/kernel/random/boot_id", b"");
     write(&root, "proc/sys/net/ipv4/ip_forward", b"1\n");
-    write(&root, "etc/os-release", b"ID=\"unterminated\nVERSION_ID=\xff\xfe\n");
+    write(
+        &root,
+        "etc/os-release",
+        b"ID=\"unterminated\nVERSION_ID=\xff\xfe\n",
+    );
 
     // sysctl.d: a FIFO, a loop, a directory, a non-UTF-8 name, a 2 GB file, an escape.
     fifo(&root, "etc/sysctl.d/10-fifo.conf");
     link(&root, "etc/sysctl.d/20-loop.conf", "20-loop.conf");
     std::fs::create_dir_all(root.join("etc/sysctl.d/30-dir.conf")).unwrap();
     std::fs::write(
-        root.join("etc/sysctl.d").join(OsStr::from_bytes(b"40-caf\xe9.conf")),
+        root.join("etc/sysctl.d")
+            .join(OsStr::from_bytes(b"40-caf\xe9.conf")),
         "net.ipv4.ip_forward = 1\n",
     )
     .unwrap();
@@ -110,7 +129,11 @@ fn hostile() -> Hostile {
 
     // Reboot markers behind an absolute /var/run -> /run symlink; the package list is a FIFO.
     link(&root, "var/run", "/run");
-    write(&root, "run/reboot-required", b"*** System restart required ***\n");
+    write(
+        &root,
+        "run/reboot-required",
+        b"*** System restart required ***\n",
+    );
     fifo(&root, "run/reboot-required.pkgs");
 
     Hostile {
@@ -125,7 +148,10 @@ fn check_completes_and_reports_each_bad_input_as_unknown() {
     let (code, report) = check_json(&h.root, &["--profile", "generic"]);
     assert!(code == 1 || code == 3, "exit {code}: {report:#}");
     let text = report.to_string();
-    assert!(!text.contains(OUTSIDE_MARKER), "read outside the root: {text}");
+    assert!(
+        !text.contains(OUTSIDE_MARKER),
+        "read outside the root: {text}"
+    );
     let reasons: Vec<String> = with_status(&report, "unknown")
         .iter()
         .map(|f| f["reason"].as_str().unwrap_or_default().to_owned())
@@ -143,21 +169,40 @@ fn check_completes_and_reports_each_bad_input_as_unknown() {
 #[test]
 fn inspect_names_every_bad_path_and_never_reads_outside() {
     let h = hostile();
-    let out = run_bounded(nodedrift().arg("inspect").arg("--host-root").arg(&h.root), 60);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_bounded(
+        nodedrift().arg("inspect").arg("--host-root").arg(&h.root),
+        60,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains(OUTSIDE_MARKER), "read outside the root");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
     let facts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let kubelet = facts["kubelet"].to_string();
     assert!(kubelet.contains("is a directory"), "{kubelet}");
-    assert!(kubelet.contains("read-only-port"), "repeated flag is reported: {kubelet}");
+    assert!(
+        kubelet.contains("read-only-port"),
+        "repeated flag is reported: {kubelet}"
+    );
     let containerd = facts["containerd"].to_string();
     assert!(containerd.contains("FIFO"), "{containerd}");
     let proxy = facts["kube-proxy"].to_string();
     assert!(proxy.contains("symbolic links"), "{proxy}");
     let sysctl = facts["sysctl"].to_string();
-    for needle in ["10-fifo.conf", "20-loop.conf", "30-dir.conf", "50-huge.conf"] {
-        assert!(sysctl.contains(needle), "sysctl facts do not mention {needle}: {sysctl}");
+    for needle in [
+        "10-fifo.conf",
+        "20-loop.conf",
+        "30-dir.conf",
+        "50-huge.conf",
+    ] {
+        assert!(
+            sysctl.contains(needle),
+            "sysctl facts do not mention {needle}: {sysctl}"
+        );
     }
 }

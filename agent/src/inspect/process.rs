@@ -253,6 +253,27 @@ mod tests {
     }
 
     #[test]
+    fn processes_exiting_during_the_scan_are_skipped_not_fatal() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::process::Command::new("true").status();
+                }
+            })
+        };
+        let host = HostRoot::new("/").unwrap();
+        for _ in 0..50 {
+            let t = ProcessTable::scan(&host);
+            assert!(t.error.is_none());
+            assert!(t.processes.iter().any(|p| p.pid == std::process::id()));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+    }
+
+    #[test]
     fn live_proc_lists_this_process() {
         let host = HostRoot::new("/").unwrap();
         let t = ProcessTable::scan(&host);
