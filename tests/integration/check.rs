@@ -30,14 +30,46 @@ fn drifted_aks_node_fails_each_planted_drift() {
     assert_eq!(code, 1, "drift exits 1");
     assert_eq!(report["profile"]["name"], "aks-ubuntu");
     assert_eq!(report["profile"]["selectedBy"], "detected");
-    assert_fails_at(&report, |p| p.starts_with("kubelet.featureGates.") && p.ends_with(".stage"), "alpha feature gate on");
-    assert_fails_at(&report, |p| p == "kubelet.config.readOnlyPort", "readOnlyPort 10255");
-    assert_fails_at(&report, |p| p == "kubelet.config.authentication.anonymous.enabled", "anonymous auth on");
-    assert_fails_at(&report, |p| p == "containerd.cri.systemdCgroup", "SystemdCgroup = false");
-    assert_fails_at(&report, |p| p == "sysctl.runtime[\"net.ipv4.ip_forward\"]", "ip_forward 0");
-    assert_fails_at(&report, |p| p.starts_with("sysctl.mismatch") && p.contains("vm.max_map_count"), "persisted != runtime sysctl");
-    assert_fails_at(&report, |p| p.starts_with("reboot."), "reboot required with packages");
-    assert_fails_at(&report, |p| p == "kube-proxy.config.metricsBindAddress", "kube-proxy metrics on 0.0.0.0");
+    assert_fails_at(
+        &report,
+        |p| p.starts_with("kubelet.featureGates.") && p.ends_with(".stage"),
+        "alpha feature gate on",
+    );
+    assert_fails_at(
+        &report,
+        |p| p == "kubelet.config.readOnlyPort",
+        "readOnlyPort 10255",
+    );
+    assert_fails_at(
+        &report,
+        |p| p == "kubelet.config.authentication.anonymous.enabled",
+        "anonymous auth on",
+    );
+    assert_fails_at(
+        &report,
+        |p| p == "containerd.cri.systemdCgroup",
+        "SystemdCgroup = false",
+    );
+    assert_fails_at(
+        &report,
+        |p| p == "sysctl.runtime[\"net.ipv4.ip_forward\"]",
+        "ip_forward 0",
+    );
+    assert_fails_at(
+        &report,
+        |p| p.starts_with("sysctl.mismatch") && p.contains("vm.max_map_count"),
+        "persisted != runtime sysctl",
+    );
+    assert_fails_at(
+        &report,
+        |p| p.starts_with("reboot."),
+        "reboot required with packages",
+    );
+    assert_fails_at(
+        &report,
+        |p| p == "kube-proxy.config.metricsBindAddress",
+        "kube-proxy metrics on 0.0.0.0",
+    );
 }
 
 #[test]
@@ -56,7 +88,11 @@ fn drifted_node_reports_evidence_for_kubelet_findings() {
 fn clean_aks_node_has_no_failure() {
     let (code, report) = check_json(&fixture_host("aks-ubuntu-clean"), &[]);
     assert_eq!(report["profile"]["name"], "aks-ubuntu");
-    assert!(fails(&report).is_empty(), "clean host fails: {:#?}", fails(&report));
+    assert!(
+        fails(&report).is_empty(),
+        "clean host fails: {:#?}",
+        fails(&report)
+    );
     assert!(code == 0 || code == 3, "exit {code}");
 }
 
@@ -64,7 +100,11 @@ fn clean_aks_node_has_no_failure() {
 fn kubeadm_node_gets_the_generic_profile_and_passes() {
     let (_, report) = check_json(&fixture_host("kubeadm"), &[]);
     assert_eq!(report["profile"]["name"], "generic");
-    assert!(fails(&report).is_empty(), "kubeadm host fails: {:#?}", fails(&report));
+    assert!(
+        fails(&report).is_empty(),
+        "kubeadm host fails: {:#?}",
+        fails(&report)
+    );
 }
 
 #[test]
@@ -72,7 +112,11 @@ fn azurelinux_node_reports_the_kernel_mismatch() {
     let (code, report) = check_json(&fixture_host("azurelinux-kernel-mismatch"), &[]);
     assert_eq!(report["profile"]["name"], "aks-azurelinux");
     assert_eq!(code, 1);
-    assert_fails_at(&report, |p| p.starts_with("reboot.kernel"), "running kernel older than installed");
+    assert_fails_at(
+        &report,
+        |p| p.starts_with("reboot.kernel"),
+        "running kernel older than installed",
+    );
 }
 
 #[test]
@@ -85,11 +129,18 @@ fn forced_profile_and_user_layer_change_the_outcome() {
     );
     let (_, report) = check_json(
         &fixture_host("aks-ubuntu-drifted"),
-        &["--profile", "generic", "--baseline", overlay.to_str().unwrap()],
+        &[
+            "--profile",
+            "generic",
+            "--baseline",
+            overlay.to_str().unwrap(),
+        ],
     );
     assert_eq!(report["profile"]["selectedBy"], "forced");
     assert!(
-        !fails(&report).iter().any(|(_, p)| p == "kubelet.config.readOnlyPort"),
+        !fails(&report)
+            .iter()
+            .any(|(_, p)| p == "kubelet.config.readOnlyPort"),
         "a disabled rule does not report"
     );
 }
@@ -99,7 +150,9 @@ fn json_schema_is_stable() {
     let (_, report) = check_json(&fixture_host("aks-ubuntu-drifted"), &[]);
     // The shape, not the values: keys of the document, of the summary and of every finding.
     let keys = |v: &serde_json::Value| -> Vec<String> {
-        v.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        v.as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     };
     let mut finding_keys: Vec<String> = report["findings"]
         .as_array()

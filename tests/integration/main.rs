@@ -1,6 +1,9 @@
 //! End-to-end tests: the real binary against fixture host trees, live /proc and a real
 //! containerd.
 
+// Test code: a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
 mod util;
 
 mod check;
