@@ -1,7 +1,7 @@
 //! The os inspector: which operating system and kernel the node runs, since when, from which
 //! node image, and whether it carries the marks of an AKS node.
 //!
-//! The lead's profile detection reads two of these facts: `os.release.ID` and
+//! Profile detection reads two of these facts: `os.release.ID` and
 //! `os.aks.markers` (`aks-ubuntu` for `ubuntu` with markers, `aks-azurelinux` for
 //! `azurelinux`/`mariner` with markers, `generic` otherwise).
 //!
