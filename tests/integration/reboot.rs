@@ -1,1 +1,143 @@
 //! Integration tests for the reboot inspector.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{fixture_host, inspect};
+
+fn facts(root: &Path) -> Value {
+    inspect("reboot", root)["reboot"]["facts"].clone()
+}
+
+/// A writable copy of a fixture tree (symlinks kept as symlinks).
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", fixture_host(name).display()))
+        .arg(dir.path())
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "cp -a {name}");
+    dir
+}
+
+#[test]
+fn clean_fixtures_need_no_reboot() {
+    for name in ["aks-ubuntu-clean", "kubeadm"] {
+        let f = facts(&fixture_host(name));
+        assert_eq!(f["required"], json!(false), "{name}: {f}");
+        assert_eq!(f["restartRequired"], json!(false), "{name}");
+        assert_eq!(f["reasons"], json!([]), "{name}");
+        assert_eq!(f["kernel"]["mismatch"], json!(false), "{name}");
+        assert_eq!(f["deletedLibraries"]["count"], json!(0), "{name}");
+        assert_eq!(
+            f["deletedLibraries"]["scanned"],
+            json!(1),
+            "{name}: the sshd fixture process"
+        );
+    }
+}
+
+#[test]
+fn drifted_fixture_has_the_debian_marker_through_var_run() {
+    let root = fixture_host("aks-ubuntu-drifted");
+    let f = facts(&root);
+    let mtime = std::fs::metadata(root.join("run/reboot-required"))
+        .unwrap()
+        .mtime();
+    let debian = &f["markers"]["debian"];
+    assert_eq!(debian["exists"], json!(true));
+    assert_eq!(
+        debian["packages"],
+        json!(["linux-image-5.15.0-1061-azure", "libssl3"])
+    );
+    assert_eq!(debian["sinceUnix"], json!(mtime));
+    assert!(debian["since"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(f["required"], json!(true));
+    let reasons: Vec<&str> = f["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    // The package list names a new kernel, and that kernel is installed but not running.
+    assert_eq!(reasons, vec!["PackageUpdate", "KernelUpdate"]);
+    assert_eq!(f["kernel"]["running"], json!("5.15.0-1057-azure"));
+    assert_eq!(f["kernel"]["newestInstalled"], json!("5.15.0-1061-azure"));
+}
+
+#[test]
+fn azure_linux_running_an_older_kernel_needs_a_reboot() {
+    let f = facts(&fixture_host("azurelinux-kernel-mismatch"));
+    assert_eq!(f["required"], json!(true));
+    assert_eq!(
+        f["markers"]["debian"],
+        json!({"exists": false, "packages": []})
+    );
+    assert_eq!(
+        f["kernel"]["installed"],
+        json!(["6.6.57.1-2.azl3", "6.6.47.1-1.azl3"])
+    );
+    assert_eq!(f["kernel"]["mismatch"], json!(true));
+    let r = &f["reasons"][0];
+    assert_eq!(r["reason"], json!("KernelUpdate"));
+    assert_eq!(r["running"], json!("6.6.47.1-1.azl3"));
+    assert_eq!(r["newestInstalled"], json!("6.6.57.1-2.azl3"));
+    assert_eq!(f["pendingSince"], r["since"]);
+}
+
+#[test]
+fn processes_mapping_deleted_libraries_need_a_restart_not_a_reboot() {
+    let dir = copy_fixture("aks-ubuntu-clean");
+    let w = |p: &str, s: &str| {
+        let p = dir.path().join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, s).unwrap();
+    };
+    w(
+        "proc/1450/cmdline",
+        "/usr/bin/containerd-shim-runc-v2\0-namespace\0k8s.io\0",
+    );
+    w(
+        "proc/1450/maps",
+        "7f00-7f01 r-xp 00000000 08:01 5    /usr/lib/x86_64-linux-gnu/libssl.so.3 (deleted)\n\
+         7f01-7f02 r-xp 00000000 08:01 6    /usr/lib/x86_64-linux-gnu/libcrypto.so.3 (deleted)\n\
+         garbage\n",
+    );
+    // Listed in /proc but gone before its maps are read.
+    w("proc/1451/cmdline", "/bin/true\0");
+    let f = facts(dir.path());
+    assert_eq!(
+        f["deletedLibraries"]["processes"],
+        json!([{"pid": 1450, "program": "containerd-shim-runc-v2",
+                "libraries": ["/usr/lib/x86_64-linux-gnu/libcrypto.so.3", "/usr/lib/x86_64-linux-gnu/libssl.so.3"]}])
+    );
+    assert_eq!(f["deletedLibraries"]["count"], json!(1));
+    assert_eq!(f["deletedLibraries"]["junkLines"], json!(1));
+    assert!(f["deletedLibraries"]["exited"].as_u64().unwrap() >= 1);
+    assert_eq!(f["restartRequired"], json!(true));
+    assert_eq!(f["required"], json!(false));
+    assert_eq!(
+        f["reasons"],
+        json!([{"reason": "LibrariesReplaced", "processes": 1}])
+    );
+}
+
+#[test]
+fn live_host_completes_quickly() {
+    let start = Instant::now();
+    let f = facts(Path::new("/"));
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+    let running = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(f["kernel"]["running"], json!(running.trim()));
+    assert!(f["deletedLibraries"]["scanned"].as_u64().unwrap() >= 1);
+}

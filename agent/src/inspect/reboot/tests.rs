@@ -1,0 +1,233 @@
+use super::*;
+use crate::inspect::{Options, ProcessTable};
+use std::os::unix::fs::symlink;
+
+struct Root(tempfile::TempDir);
+
+impl Root {
+    fn new() -> Self {
+        let r = Self(tempfile::tempdir().unwrap());
+        std::fs::create_dir_all(r.path("/run")).unwrap();
+        std::fs::create_dir_all(r.path("/var")).unwrap();
+        // As on Debian: /var/run is an absolute symlink that must resolve inside the root.
+        symlink("/run", r.path("/var/run")).unwrap();
+        r
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.0.path().join(p.trim_start_matches('/'))
+    }
+    fn write(&self, p: &str, text: impl AsRef<[u8]>) -> &Self {
+        let path = self.path(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        self
+    }
+    fn touch(&self, p: &str, mtime: i64) -> &Self {
+        self.write(p, "");
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
+        std::fs::File::options()
+            .write(true)
+            .open(self.path(p))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        self
+    }
+    fn inspect(&self) -> ComponentFacts {
+        let host = HostRoot::new(self.0.path()).unwrap();
+        let procs = ProcessTable::scan(&host);
+        inspect(&Context {
+            host: &host,
+            procs: &procs,
+            options: &Options::default(),
+        })
+    }
+}
+
+use std::path::PathBuf;
+
+fn reason(cf: &ComponentFacts, path: &[&str]) -> String {
+    crate::facts::unknown_reason(cf.get(path).unwrap())
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn debian_marker_through_var_run_symlink_with_packages() {
+    let r = Root::new();
+    r.write("/proc/sys/kernel/osrelease", "5.15.0-1061-azure\n")
+        .touch("/boot/vmlinuz-5.15.0-1061-azure", 1_700_000_000)
+        .write("/run/reboot-required", "*** System restart required ***\n")
+        .write(
+            "/run/reboot-required.pkgs",
+            "linux-image-5.15.0-1061-azure\nlibssl3\nlibssl3\n\n",
+        );
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_718_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(r.path("/run/reboot-required"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    let cf = r.inspect();
+    assert_eq!(
+        cf.get(&["markers", "debian"]).unwrap(),
+        &json!({"exists": true, "file": "/var/run/reboot-required",
+                "packages": ["linux-image-5.15.0-1061-azure", "libssl3"],
+                "since": "2024-06-10T06:13:20Z", "sinceUnix": 1_718_000_000})
+    );
+    assert_eq!(cf.get(&["required"]).unwrap(), &json!(true));
+    assert_eq!(cf.get(&["pendingSince"]).unwrap(), "2024-06-10T06:13:20Z");
+    assert_eq!(
+        cf.get(&["reasons", "0", "reason"]),
+        None,
+        "reasons is an array"
+    );
+    assert_eq!(
+        cf.get(&["reasons"]).unwrap()[0]["reason"],
+        json!("PackageUpdate")
+    );
+    assert_eq!(cf.get(&["kernel", "mismatch"]).unwrap(), &json!(false));
+    assert_eq!(
+        cf.get(&["markers", "suse"]).unwrap(),
+        &json!({"exists": false})
+    );
+    assert_eq!(cf.get(&["restartRequired"]).unwrap(), &json!(false));
+}
+
+#[test]
+fn newer_installed_kernel_is_a_kernel_update() {
+    let r = Root::new();
+    r.write("/proc/sys/kernel/osrelease", "6.6.47.1-1.azl3\n")
+        .touch("/lib/modules/6.6.47.1-1.azl3/modules.dep", 1_700_000_000)
+        .touch("/lib/modules/6.6.57.1-2.azl3/modules.dep", 1_710_000_000)
+        .touch("/boot/vmlinuz-6.6.57.1-2.azl3", 1_710_000_000)
+        // A leftover module directory without modules.dep is not an installed kernel.
+        .write("/lib/modules/6.9.0-1.azl3/extra/x.ko", "")
+        .touch("/boot/vmlinuz-0-rescue-0123456789abcdef", 1);
+    let cf = r.inspect();
+    assert_eq!(
+        cf.get(&["kernel"]).unwrap(),
+        &json!({"running": "6.6.47.1-1.azl3", "installed": ["6.6.57.1-2.azl3", "6.6.47.1-1.azl3"],
+                "newestInstalled": "6.6.57.1-2.azl3", "mismatch": true,
+                "newestInstalledSince": "2024-03-09T16:00:00Z"})
+    );
+    let reasons = cf.get(&["reasons"]).unwrap();
+    assert_eq!(
+        reasons,
+        &json!([{"reason": "KernelUpdate", "running": "6.6.47.1-1.azl3", "newestInstalled": "6.6.57.1-2.azl3",
+                 "file": "/boot/vmlinuz-6.6.57.1-2.azl3", "since": "2024-03-09T16:00:00Z", "sinceUnix": 1_710_000_000}])
+    );
+    assert_eq!(cf.get(&["required"]).unwrap(), &json!(true));
+    assert_eq!(
+        cf.evidence["kernel.newestInstalled"].file.as_deref(),
+        Some("/boot/vmlinuz-6.6.57.1-2.azl3")
+    );
+}
+
+#[test]
+fn suse_marker() {
+    let r = Root::new();
+    r.touch("/run/reboot-needed", 1_700_000_000)
+        .write("/proc/sys/kernel/osrelease", "6.4.0-150600.23.25-default")
+        .touch("/boot/vmlinuz-6.4.0-150600.23.25-default", 1);
+    let cf = r.inspect();
+    assert_eq!(
+        cf.get(&["markers", "suse", "since"]).unwrap(),
+        "2023-11-14T22:13:20Z"
+    );
+    assert_eq!(
+        cf.get(&["reasons"]).unwrap()[0]["reason"],
+        json!("SuseRebootNeeded")
+    );
+}
+
+#[test]
+fn nothing_installed_or_running_known_is_unknown_not_false() {
+    let r = Root::new();
+    let cf = r.inspect();
+    assert!(reason(&cf, &["kernel", "mismatch"]).contains("osrelease: not found"));
+    assert!(reason(&cf, &["required"]).contains("not found"));
+    assert_eq!(cf.get(&["reasons"]).unwrap(), &json!([]));
+
+    r.write("/proc/sys/kernel/osrelease", "6.1.0-25-amd64");
+    let cf = r.inspect();
+    assert_eq!(
+        reason(&cf, &["kernel", "mismatch"]),
+        "no installed kernel found under /boot or /lib/modules"
+    );
+}
+
+#[test]
+fn deleted_libraries_per_process_with_exits_and_junk() {
+    let r = Root::new();
+    r.write("/proc/sys/kernel/osrelease", "6.1.0-25-amd64")
+        .touch("/boot/vmlinuz-6.1.0-25-amd64", 1)
+        .write("/proc/1401/cmdline", "/usr/sbin/sshd\0-D\0")
+        .write(
+            "/proc/1401/maps",
+            "7f00-7f01 r-xp 00000000 08:01 5    /usr/lib/x86_64-linux-gnu/libssl.so.3 (deleted)\n\
+             junk junk\n\
+             7f01-7f02 r-xp 00000000 08:01 6    /usr/lib/x86_64-linux-gnu/libc.so.6\n",
+        )
+        // Exited between the /proc listing and the maps read.
+        .write("/proc/1402/cmdline", "/usr/bin/sleep\x001\0")
+        // A kernel thread: no command line, never scanned.
+        .write("/proc/1403/cmdline", "")
+        .write(
+            "/proc/1403/maps",
+            "7f00-7f01 r-xp 00000000 08:01 5 /lib/libz.so.1 (deleted)\n",
+        );
+    let cf = r.inspect();
+    assert_eq!(
+        cf.get(&["deletedLibraries"]).unwrap(),
+        &json!({"processes": [{"pid": 1401, "program": "sshd", "libraries": ["/usr/lib/x86_64-linux-gnu/libssl.so.3"]}],
+                "count": 1, "scanned": 1, "exited": 1, "notScanned": [], "notScannedCount": 0, "junkLines": 1})
+    );
+    assert_eq!(cf.get(&["restartRequired"]).unwrap(), &json!(true));
+    // A library restart is not a reboot.
+    assert_eq!(cf.get(&["required"]).unwrap(), &json!(false));
+    assert_eq!(
+        cf.get(&["reasons"]).unwrap(),
+        &json!([{"reason": "LibrariesReplaced", "processes": 1}])
+    );
+}
+
+#[test]
+fn unreadable_maps_make_a_zero_count_unknown() {
+    let r = Root::new();
+    r.write("/proc/1410/cmdline", "/usr/bin/x\0");
+    // A FIFO where maps should be: never opened, reported with its path.
+    nix::unistd::mkfifo(
+        &r.path("/proc/1410/maps"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let cf = r.inspect();
+    let why = reason(&cf, &["deletedLibraries", "count"]);
+    assert!(
+        why.contains("1 processes could not be scanned") && why.contains("/proc/1410/maps"),
+        "{why}"
+    );
+}
+
+#[test]
+fn live_host_completes_quickly() {
+    let host = HostRoot::new("/").unwrap();
+    let procs = ProcessTable::scan(&host);
+    let start = std::time::Instant::now();
+    let cf = inspect(&Context {
+        host: &host,
+        procs: &procs,
+        options: &Options::default(),
+    });
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    let scanned = cf
+        .get(&["deletedLibraries", "scanned"])
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    assert!(scanned >= 1, "at least this test process is scanned");
+    let running = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(cf.get(&["kernel", "running"]).unwrap(), running.trim());
+}
