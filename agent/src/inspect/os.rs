@@ -139,28 +139,6 @@ fn shell_unquote(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC, proleptic Gregorian).
-pub(crate) fn rfc3339(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
 /// The running kernel's release and the file it came from.
 pub(crate) fn running_kernel(host: &HostRoot) -> Result<(String, &'static str), String> {
     let first = match host.read_string(Path::new(OSRELEASE), SMALL_FILE_LIMIT) {
@@ -371,7 +349,7 @@ fn boot(host: &HostRoot, cf: &mut ComponentFacts) {
     match host.read(Path::new(PROC_STAT), host::DEFAULT_READ_LIMIT) {
         Ok(b) => match parse_btime(&String::from_utf8_lossy(&b)) {
             Ok(t) => {
-                cf.set(&["bootTime"], rfc3339(t));
+                cf.set(&["bootTime"], crate::clock::rfc3339_secs(t));
                 cf.set(&["bootTimeUnix"], t);
                 cf.evidence(
                     &["bootTime"],

@@ -34,7 +34,8 @@ use crate::facts::{ComponentFacts, Evidence};
 use crate::host::{self, FileKind, HostError, HostRoot};
 
 use super::Context;
-use super::os::{rfc3339, running_kernel};
+use super::os::running_kernel;
+use crate::clock::rfc3339_secs as rfc3339;
 
 pub const NAME: &str = "reboot";
 

@@ -62,15 +62,6 @@ SPACES=two words
 }
 
 #[test]
-fn rfc3339_formatting() {
-    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    assert_eq!(rfc3339(1_718_000_000), "2024-06-10T06:13:20Z");
-    assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
-    assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
-}
-
-#[test]
 fn kernel_release_from_proc_version() {
     assert_eq!(
         release_from_proc_version(
