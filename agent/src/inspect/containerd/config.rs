@@ -125,6 +125,14 @@ pub enum ConfigError {
         "{path}: config version {version} is newer than this inspector understands (up to {NEWEST_CONFIG_VERSION})"
     )]
     UnknownVersion { path: String, version: i64 },
+    #[error(
+        "{path}: {key} entry {name:?} is not a plugin URI (io.containerd.<type>.<id>); containerd would refuse this configuration"
+    )]
+    PluginUri {
+        path: String,
+        key: &'static str,
+        name: String,
+    },
     #[error("{path}: imports name more than {MAX_CONFIG_FILES} files; not loaded")]
     TooManyFiles { path: String },
 }
@@ -205,12 +213,15 @@ pub fn load(
             version,
         });
     }
-    // The merged `version` is the last non-zero one (mergo's override rule); none means 1.
-    let merged_version = raw_files
-        .iter()
-        .map(|(_, _, t)| int(t, "version"))
-        .rfind(|v| *v != 0)
-        .unwrap_or(1);
+    // The merged `version`: 1.x keeps the last non-zero one (mergo's override rule); 2.x
+    // first migrates every lower-version import up to the running version, so the highest
+    // wins. None at all means 1.
+    let mut versions = raw_files.iter().map(|(_, _, t)| int(t, "version"));
+    let merged_version = match strategy {
+        Strategy::ReplacePlugins => versions.rfind(|v| *v != 0),
+        Strategy::MergePlugins => versions.max().filter(|v| *v != 0),
+    }
+    .unwrap_or(1);
     let mut files = Vec::with_capacity(raw_files.len());
     for (path, meta, mut table) in raw_files {
         let version = int(&table, "version");
@@ -233,6 +244,7 @@ pub fn load(
     for f in &files {
         merge_file(&mut merged, &f.table, strategy);
     }
+    check_plugin_lists(&main_path, &merged, merged_version)?;
     // Like containerd, the merged result does not keep the import patterns: the files they
     // named are listed in `files` instead.
     merged.remove("imports");
@@ -537,12 +549,10 @@ fn match_component(pattern: &str, name: &str) -> Result<bool, ()> {
                         continue;
                     }
                 }
-                '\\' if si < s.len() => {
-                    if p.get(pi + 1) == Some(&s[si]) {
-                        pi += 2;
-                        si += 1;
-                        continue;
-                    }
+                '\\' if si < s.len() && p.get(pi + 1) == Some(&s[si]) => {
+                    pi += 2;
+                    si += 1;
+                    continue;
                 }
                 c if si < s.len() && !matches!(c, '?' | '[' | '\\') && c == s[si] => {
                     pi += 1;
@@ -592,34 +602,50 @@ fn v1_plugin_uri(name: &str) -> String {
     core.to_owned()
 }
 
-/// Keys plugin sections and plugin lists by URI. With `v1`, short names are renamed; for
-/// containerd 1.x the other form is inert (1.x looks plugins up by id in version 1 and by URI
-/// otherwise), so it is dropped rather than reported as if it applied.
+/// Keys plugin sections and plugin lists by URI. With `v1`, short names are renamed. For
+/// containerd 1.x the other form of a plugin *section* name is inert (1.x looks sections up by
+/// id in version 1 and by URI otherwise), so it is dropped rather than reported as if it
+/// applied; plugin *lists* keep every name (see [`check_plugin_lists`]).
 fn migrate_plugin_names(t: &mut Table, v1: bool, strategy: Strategy) {
-    let inert = |name: &str| strategy == Strategy::ReplacePlugins && (name.contains('.') == v1);
     if let Some(Value::Table(plugins)) = t.get_mut("plugins") {
         let old = std::mem::take(plugins);
         for (name, section) in old {
-            if inert(&name) {
+            if strategy == Strategy::ReplacePlugins && name.contains('.') == v1 {
                 continue;
             }
             let key = if v1 { v1_plugin_uri(&name) } else { name };
             plugins.insert(key, section);
         }
     }
-    for list in ["disabled_plugins", "required_plugins"] {
-        if let Some(Value::Array(a)) = t.get_mut(list) {
-            let old = std::mem::take(a);
-            for v in old {
-                if let Value::String(name) = v {
-                    if inert(&name) {
-                        continue;
+    if v1 {
+        for list in ["disabled_plugins", "required_plugins"] {
+            if let Some(Value::Array(a)) = t.get_mut(list) {
+                for v in a.iter_mut() {
+                    if let Value::String(name) = v {
+                        *name = v1_plugin_uri(name);
                     }
-                    a.push(Value::String(if v1 { v1_plugin_uri(&name) } else { name }));
                 }
             }
         }
     }
+}
+
+/// containerd's `ValidateVersion`: in a version-2+ config, `disabled_plugins` and
+/// `required_plugins` must name plugins by URI, or the daemon refuses to start.
+fn check_plugin_lists(main: &str, merged: &Table, version: i64) -> Result<(), ConfigError> {
+    if version < 2 {
+        return Ok(());
+    }
+    for list in ["disabled_plugins", "required_plugins"] {
+        if let Some(name) = strings(merged, list).into_iter().find(|n| !n.contains('.')) {
+            return Err(ConfigError::PluginUri {
+                path: main.to_owned(),
+                key: list,
+                name,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Merges one file into the result, as containerd's `mergeConfig` does.

@@ -192,7 +192,7 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
                         json!({
                             "pid": d.pid,
                             "configPath": crate::host::display(&c.path),
-                            "address": a.as_ref().map_or_else(|e| unknown_value(e), |a| json!(a)),
+                            "address": a.as_ref().map_or_else(unknown_value, |a| json!(a)),
                         })
                     })
                     .collect(),
