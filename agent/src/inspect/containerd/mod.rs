@@ -365,14 +365,16 @@ fn ask(
     let (fd, meta) = match opened {
         Ok(o) => o,
         Err(e) if e.is_not_found() => {
-            cf.set(&["socket"], json!({ "path": path, "exists": false }));
-            cf.evidence(&["socket"], ev("stat"));
-            no_answer(
-                cf,
-                format!(
-                    "no socket at {path}: nothing to ask (containerd not running, or serving elsewhere)"
-                ),
+            let reason = format!(
+                "no socket at {path}: nothing to ask (containerd not running, or serving elsewhere)"
             );
+            cf.set(&["socket"], json!({ "path": path, "exists": false }));
+            // A socket that does not exist has no mode or owner to judge: unknown, not absent.
+            for key in ["kind", "mode", "uid", "gid"] {
+                cf.unknown(&["socket", key], &reason);
+            }
+            cf.evidence(&["socket"], ev("stat"));
+            no_answer(cf, reason);
             return None;
         }
         Err(e) => {
