@@ -22,9 +22,9 @@
 //!
 //! Top-level fields follow containerd's `mergeConfig` (mergo with override): a later file's
 //! non-zero scalar replaces the earlier one (so `false`, `0` and `""` never override), lists
-//! (`disabled_plugins`, `required_plugins`) are appended without duplicates, the
-//! small structs (`[grpc]`, `[ttrpc]`, `[debug]`, ...) merge field by field the same way, and
-//! the maps `timeouts`, `proxy_plugins` and `stream_processors` are replaced key by key.
+//! (`disabled_plugins`, `required_plugins`) are appended (2.x drops duplicates; 1.x keeps them,
+//! which changes nothing for these sets), the small structs (`[grpc]`, `[ttrpc]`, `[debug]`,
+//! ...) merge field by field the same way, and the maps `timeouts`, `proxy_plugins` and `stream_processors` are replaced key by key.
 //! The `plugins` table is where the versions differ:
 //!
 //! * containerd 1.x ([`Strategy::ReplacePlugins`]) replaces a plugin's whole section: an import
@@ -1158,7 +1158,7 @@ pub fn grpc_address(l: &Loaded) -> Option<(String, String)> {
     None
 }
 
-/// The directory a relative path in a host path context resolves against.
+/// `p` (absolute, or relative to `cwd`) as a clean absolute host path.
 pub fn absolute(cwd: &Path, p: &str) -> PathBuf {
     PathBuf::from(clean(&cwd.join(p).to_string_lossy()))
 }

@@ -200,13 +200,10 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
         );
     }
     let pid = primary.map(|i| all[i].0.pid);
-    let with_pid = |e: Evidence| match pid {
-        Some(p) => e.with_pid(p),
-        None => e,
-    };
+    let with_pid = |e: Evidence| with_pid(e, pid);
     if let Some(i) = primary {
         let d = &all[i].0;
-        let flags = parse_flags(&d.argv[1.min(d.argv.len())..], |_| false);
+        let flags = parse_flags(d.argv.get(1..).unwrap_or_default(), |_| false);
         let flags: Map<String, Json> = flags
             .values
             .iter()
@@ -298,6 +295,14 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
     cf
 }
 
+/// `e` with the daemon's pid, when there is a daemon.
+fn with_pid(e: Evidence, pid: Option<u32>) -> Evidence {
+    match pid {
+        Some(p) => e.with_pid(p),
+        None => e,
+    }
+}
+
 /// Index of the daemon to inspect (see the module docs).
 fn select(
     all: &[(Daemon, Configs, Result<String, String>)],
@@ -348,13 +353,7 @@ fn ask(
     timeout: std::time::Duration,
     pid: Option<u32>,
 ) -> Option<Answers> {
-    let ev = |source: &str| {
-        let e = Evidence::file(path).with_source(source);
-        match pid {
-            Some(p) => e.with_pid(p),
-            None => e,
-        }
-    };
+    let ev = |source: &str| with_pid(Evidence::file(path).with_source(source), pid);
     let opened = host.open_path(Path::new(path));
     let no_answer = |cf: &mut ComponentFacts, reason: String| {
         for key in ["version", "revision", "api", "plugins"] {
@@ -379,7 +378,7 @@ fn ask(
         }
         Err(e) => {
             cf.unknown(&["socket"], &e);
-            no_answer(cf, format!("containerd API at {path}: {e}"));
+            no_answer(cf, format!("containerd API: {e}"));
             return None;
         }
     };
@@ -405,7 +404,7 @@ fn ask(
     let answers = match api::query(&fd, path, timeout) {
         Ok(a) => a,
         Err(e) => {
-            let reason = format!("containerd API at {e}");
+            let reason = format!("containerd API: {e}");
             if e.daemon_unresponsive() {
                 cf.set(
                     &["api"],
@@ -441,8 +440,8 @@ fn ask(
             cf.evidence(&["revision"], ev("api"));
         }
         Err(e) => {
-            cf.unknown(&["version"], format!("containerd API at {e}"));
-            cf.unknown(&["revision"], format!("containerd API at {e}"));
+            cf.unknown(&["version"], format!("containerd API: {e}"));
+            cf.unknown(&["revision"], format!("containerd API: {e}"));
         }
     }
     match &answers.plugins {
@@ -462,8 +461,8 @@ fn ask(
             cf.evidence(&["cri", "plugin"], ev("api"));
         }
         Err(e) => {
-            cf.unknown(&["plugins"], format!("containerd API at {e}"));
-            cf.unknown(&["cri", "plugin"], format!("containerd API at {e}"));
+            cf.unknown(&["plugins"], format!("containerd API: {e}"));
+            cf.unknown(&["cri", "plugin"], format!("containerd API: {e}"));
         }
     }
     Some(answers)
@@ -546,10 +545,7 @@ fn config_facts(
             Source::Default => Evidence::default().with_source("default"),
             Source::Unset => return None,
         };
-        Some(match pid {
-            Some(p) => e.with_pid(p),
-            None => e,
-        })
+        Some(with_pid(e, pid))
     };
     let files_json = |l: &Loaded| {
         Json::Array(
@@ -594,10 +590,8 @@ fn config_facts(
         cf.set(&["config"], config::table_to_json(&l.merged));
         cf.set(&["configVersion"], l.version);
         if let Some(f) = l.files.first() {
-            cf.evidence(
-                &["config"],
-                Evidence::file(f.path.clone()).with_source("config"),
-            );
+            let e = Evidence::file(f.path.clone()).with_source("config");
+            cf.evidence(&["config"], with_pid(e, pid));
         }
         for s in config::normalize(l) {
             set_setting(cf, &s, ev(&s.source));
