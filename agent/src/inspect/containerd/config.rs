@@ -789,6 +789,41 @@ pub fn table_to_json(t: &Table) -> Json {
     )
 }
 
+/// Keys whose string values are credentials: the CRI registry `auth` settings (`configs.<host>.auth`
+/// and the older `auths.<host>`) take `password`, `auth` (base64 user:password) and
+/// `identitytoken`. Facts leave the node, so these never appear in them.
+const SECRET_KEYS: [&str; 4] = ["password", "auth", "identitytoken", "identity_token"];
+
+/// The placeholder for a redacted credential.
+pub const REDACTED: &str = "[redacted]";
+
+/// [`table_to_json`] with credentials replaced by [`REDACTED`] (non-empty ones only, so that
+/// "no password set" stays visible).
+pub fn redacted_json(t: &Table) -> Json {
+    fn redact(v: &mut Json) {
+        match v {
+            Json::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    match v {
+                        Json::String(s)
+                            if !s.is_empty()
+                                && SECRET_KEYS.contains(&k.to_lowercase().as_str()) =>
+                        {
+                            *s = REDACTED.to_owned();
+                        }
+                        other => redact(other),
+                    }
+                }
+            }
+            Json::Array(a) => a.iter_mut().for_each(redact),
+            _ => {}
+        }
+    }
+    let mut j = table_to_json(t);
+    redact(&mut j);
+    j
+}
+
 /// Looks up a key path in a table.
 pub fn lookup<'a>(t: &'a Table, path: &[&str]) -> Option<&'a Value> {
     let (first, rest) = path.split_first()?;

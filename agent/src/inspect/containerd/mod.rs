@@ -5,8 +5,9 @@
 //! Facts (below `containerd`):
 //!
 //! * `running`, `process` {pid, argv, flags}, `processes` [{pid, configPath, address}];
-//! * `configPath`, `configFiles` [{path, mode, uid, gid, version}] in load order, `config` (the
-//!   merged TOML as JSON, plugins keyed by URI), `configVersion`, `configMerge` (how imports
+//! * `configPath`, `configFiles` [{path, kind, mode, uid, gid, version}] in load order, `config` (the
+//!   merged TOML as JSON, plugins keyed by URI, registry credentials redacted), `configVersion`,
+//!   `configMerge` (how imports
 //!   were combined; see [`config`]);
 //! * `cri.{defaultRuntimeName, runtimeType, systemdCgroup, sandboxImage, snapshotter,
 //!   registry.configPath, registry.mirrors, cni.binDir, cni.confDir, disabled, plugin}` and
@@ -587,7 +588,7 @@ fn config_facts(
 
     if let Some(l) = chosen {
         cf.set(&["configFiles"], files_json(l));
-        cf.set(&["config"], config::table_to_json(&l.merged));
+        cf.set(&["config"], config::redacted_json(&l.merged));
         cf.set(&["configVersion"], l.version);
         if let Some(f) = l.files.first() {
             let e = Evidence::file(f.path.clone()).with_source("config");
@@ -620,8 +621,8 @@ fn config_facts(
         },
     );
     let (a, b) = (
-        config::table_to_json(&replace.merged),
-        config::table_to_json(&merge.merged),
+        config::redacted_json(&replace.merged),
+        config::redacted_json(&merge.merged),
     );
     cf.set(&["config"], agreeing(&a, &b, "config", &why));
     for (x, y) in config::normalize(replace)

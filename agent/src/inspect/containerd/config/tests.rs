@@ -593,3 +593,32 @@ fn line_and_column_are_character_based() {
     assert_eq!(line_column("a\nbé c", 6), (2, 4));
     assert_eq!(line_column("abc", 99), (1, 4));
 }
+
+#[test]
+fn registry_credentials_are_redacted() {
+    let t = Tree::new();
+    t.write(
+        DEFAULT_CONFIG_PATH,
+        r#"version = 2
+[plugins."io.containerd.grpc.v1.cri".registry.configs."registry.example".auth]
+  username = "robot"
+  password = "hunter2"
+  auth = "cm9ib3Q6aHVudGVyMg=="
+  identitytoken = ""
+[plugins."io.containerd.grpc.v1.cri".registry.auths."legacy.example"]
+  password = "s3cret"
+"#,
+    );
+    let l = t.load(Strategy::MergePlugins).unwrap();
+    let j = redacted_json(&l.merged);
+    let text = j.to_string();
+    assert!(
+        !text.contains("hunter2") && !text.contains("cm9ib3Q6") && !text.contains("s3cret"),
+        "{text}"
+    );
+    let auth = &j["plugins"]["io.containerd.grpc.v1.cri"]["registry"]["configs"]["registry.example"]
+        ["auth"];
+    assert_eq!(auth["username"], json!("robot"));
+    assert_eq!(auth["password"], json!(REDACTED));
+    assert_eq!(auth["identitytoken"], json!(""));
+}
