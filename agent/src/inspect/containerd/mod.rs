@@ -5,10 +5,9 @@
 //! Facts (below `containerd`):
 //!
 //! * `running`, `process` {pid, argv, flags}, `processes` [{pid, configPath, address}];
-//! * `configPath`, `configFiles` [{path, kind, mode, uid, gid, version}] in load order, `config` (the
-//!   merged TOML as JSON, plugins keyed by URI, registry credentials redacted), `configVersion`,
-//!   `configMerge` (how imports
-//!   were combined; see [`config`]);
+//! * `configPath`, `configFiles` [{path, kind, mode, uid, gid, version}] in load order,
+//!   `config` (the merged TOML as JSON, plugins keyed by URI, registry credentials redacted),
+//!   `configVersion`, `configMerge` (how imports were combined; see [`config`]);
 //! * `cri.{defaultRuntimeName, runtimeType, systemdCgroup, sandboxImage, snapshotter,
 //!   registry.configPath, registry.mirrors, cni.binDir, cni.confDir, disabled, plugin}` and
 //!   `disabledPlugins`, the same names whatever the config version;
