@@ -61,6 +61,26 @@ ipvs:
   syncPeriod: 30s
 "#;
 
+/// Fields v1alpha1 defaulting fills when they hold Go's zero value (kubeadm writes such zeros).
+const ZERO_MEANS_UNSET: &[&str] = &[
+    "bindAddress",
+    "healthzBindAddress",
+    "metricsBindAddress",
+    "oomScoreAdj",
+    "configSyncPeriod",
+    "clientConnection.contentType",
+    "clientConnection.qps",
+    "clientConnection.burst",
+    "conntrack.maxPerCore",
+    "conntrack.min",
+    "conntrack.tcpEstablishedTimeout",
+    "conntrack.tcpCloseWaitTimeout",
+    "iptables.masqueradeBit",
+    "iptables.syncPeriod",
+    "iptables.minSyncPeriod",
+    "ipvs.syncPeriod",
+];
+
 const DEFAULT_METRICS_PORT: u16 = 10249;
 const DEFAULT_HEALTHZ_PORT: u16 = 10256;
 
@@ -271,10 +291,11 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
     );
 
     let mut merged = Merged::default();
-    match parse_document(DEFAULTS) {
-        Ok(d) => merged.overlay(&d, &Source::Default, &[]),
-        Err(e) => tracing::error!(error = %e, "the embedded kube-proxy defaults do not parse"),
-    }
+    let defaults = parse_document(DEFAULTS).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the embedded kube-proxy defaults do not parse");
+        Map::new()
+    });
+    merged.overlay(&defaults, &Source::Default, &[]);
     let config_arg = flags.get("config");
     if let Some(arg) = config_arg {
         let loaded = if suspect.as_deref() == Some("config") {
@@ -314,6 +335,7 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
                     &Source::Config(display(&pp.process_path)),
                     &["featureGates", "nodePortAddresses"],
                 );
+                merged.default_zero_values(&defaults, ZERO_MEANS_UNSET);
             }
             Err(reason) => {
                 for k in ["configFile", "config", "effectiveMode", "files"] {

@@ -26,6 +26,48 @@ pub(crate) const REPLACE_WHOLE: &[&str] = &[
     "registerWithTaints",
 ];
 
+/// Non-pointer fields of the v1beta1 type that `SetDefaults_KubeletConfiguration` fills when
+/// they hold Go's zero value: a file saying `streamingConnectionIdleTimeout: 0s` (kubeadm writes
+/// such zeros) gets the default, exactly like a file that omits the field. Pointer fields
+/// (booleans, `readOnlyPort`-like optional numbers) keep an explicit zero.
+pub(crate) const ZERO_MEANS_UNSET: &[&str] = &[
+    "syncFrequency",
+    "fileCheckFrequency",
+    "httpCheckFrequency",
+    "address",
+    "port",
+    "authentication.webhook.cacheTTL",
+    "authorization.mode",
+    "authorization.webhook.cacheAuthorizedTTL",
+    "authorization.webhook.cacheUnauthorizedTTL",
+    "registryBurst",
+    "eventBurst",
+    "healthzBindAddress",
+    "streamingConnectionIdleTimeout",
+    "nodeStatusReportFrequency",
+    "nodeStatusUpdateFrequency",
+    "nodeLeaseDurationSeconds",
+    "imageMinimumGCAge",
+    "volumeStatsAggPeriod",
+    "cgroupDriver",
+    "cpuManagerPolicy",
+    "cpuManagerReconcilePeriod",
+    "memoryManagerPolicy",
+    "topologyManagerPolicy",
+    "topologyManagerScope",
+    "runtimeRequestTimeout",
+    "hairpinMode",
+    "maxPods",
+    "maxOpenFiles",
+    "kubeAPIBurst",
+    "evictionPressureTransitionPeriod",
+    "containerLogMaxSize",
+    "configMapAndSecretChangeDetectionStrategy",
+    "volumePluginDir",
+    "containerRuntimeEndpoint",
+    "contentType",
+];
+
 /// The defaults document, compiled in.
 const V1BETA1: &str = include_str!("defaults_v1beta1.yaml");
 

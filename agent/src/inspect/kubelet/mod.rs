@@ -197,6 +197,7 @@ impl Kubelet<'_> {
                     d.remove("kind");
                     merged.overlay(&d, &Source::Config(display(path)), defaults::REPLACE_WHOLE);
                 }
+                merged.default_zero_values(&defaults::v1beta1(), defaults::ZERO_MEANS_UNSET);
             }
             None => {
                 cf.set(&["files", "config"], json!({"path": null, "exists": false}));

@@ -352,7 +352,7 @@ impl Merged {
     ) {
         for (k, v) in doc {
             if replace_whole.contains(&k.as_str()) {
-                self.set_tree(&[k.clone()], v, source);
+                self.set_tree(std::slice::from_ref(k), v, source);
             } else {
                 self.overlay_at(vec![k.clone()], v, source);
             }
@@ -361,6 +361,8 @@ impl Merged {
 
     fn overlay_at(&mut self, path: Vec<String>, v: &Value, source: &Source) {
         match v {
+            // `null` decodes to a nil pointer in Go: the field stays unset (defaulted).
+            Value::Null => {}
             Value::Object(m) if !m.is_empty() => {
                 let refs: Vec<&str> = path.iter().map(String::as_str).collect();
                 if !matches!(self.get(&refs), Some(Value::Object(_))) {
@@ -384,6 +386,30 @@ impl Merged {
     fn set_tree(&mut self, path: &[String], v: &Value, source: &Source) {
         let refs: Vec<&str> = path.iter().map(String::as_str).collect();
         self.set(&refs, v.clone(), source.clone());
+    }
+
+    /// Go's defaulting treats the zero value of a non-pointer field as unset: for each dotted
+    /// field in `fields` whose value is zero (`""`, `0`, a zero duration, `null`), the default
+    /// from `defaults` is put back, with `default` as its source.
+    pub(crate) fn default_zero_values(&mut self, defaults: &Map<String, Value>, fields: &[&str]) {
+        for field in fields {
+            let path: Vec<&str> = field.split('.').collect();
+            let Some(first) = path.first() else { continue };
+            let Some(default) = path[1..]
+                .iter()
+                .try_fold(defaults.get(*first), |v, seg| {
+                    Ok::<_, ()>(v.and_then(|v| v.get(*seg)))
+                })
+                .ok()
+                .flatten()
+            else {
+                continue;
+            };
+            if self.get(&path).is_some_and(is_zero) && self.source(&path) != Some(&Source::Default)
+            {
+                self.set(&path, default.clone(), Source::Default);
+            }
+        }
     }
 
     /// Writes the document under `root` and one evidence entry per sourced field.
@@ -474,6 +500,16 @@ pub(crate) fn record_flags(
                     .collect(),
             ),
         );
+    }
+}
+
+/// The zero value of a Go field as it appears in a document.
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty() || parse_go_duration(s) == Some(0),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        _ => false,
     }
 }
 

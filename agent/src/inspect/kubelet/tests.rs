@@ -484,3 +484,43 @@ fn unit_drop_ins_and_environment_files() {
         "--config=/var/lib/kubelet/config.yaml"
     );
 }
+
+#[test]
+fn zero_values_of_defaulted_fields_get_the_default_like_the_kubelet() {
+    // kubeadm writes `0s` for durations it leaves unset; the kubelet defaults them.
+    let dir = host_with_kubelet(1201, "/", &["kubelet", "--config=/c.yaml"]);
+    put(
+        dir.path(),
+        "/c.yaml",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstreamingConnectionIdleTimeout: 0s\ncgroupDriver: \"\"\nreadOnlyPort: 0\neventRecordQPS: 0\nmaxPods: null\n",
+    );
+    let v = run(dir.path());
+    let c = &v["facts"]["config"];
+    assert_eq!(c["streamingConnectionIdleTimeout"], "4h0m0s");
+    assert_eq!(
+        v["evidence"]["config.streamingConnectionIdleTimeout"]["source"],
+        "default"
+    );
+    assert_eq!(c["cgroupDriver"], "cgroupfs");
+    assert_eq!(c["maxPods"], 110);
+    // Pointer fields keep an explicit zero.
+    assert_eq!(c["eventRecordQPS"], 0);
+    assert_eq!(v["evidence"]["config.eventRecordQPS"]["source"], "config");
+    // A flag is applied after defaulting: 0 stays 0.
+    let dir = host_with_kubelet(
+        1201,
+        "/",
+        &[
+            "kubelet",
+            "--config=/c.yaml",
+            "--streaming-connection-idle-timeout=0",
+        ],
+    );
+    put(
+        dir.path(),
+        "/c.yaml",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n",
+    );
+    let v = run(dir.path());
+    assert_eq!(v["facts"]["config"]["streamingConnectionIdleTimeout"], "0s");
+}
