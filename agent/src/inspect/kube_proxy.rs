@@ -697,6 +697,57 @@ mod tests {
     }
 
     #[test]
+    fn paths_of_a_containerised_kube_proxy_are_translated_through_its_mounts() {
+        // kube-proxy in a pod: its own mount namespace, /var/lib/kube-proxy a ConfigMap volume
+        // bind-mounted from the kubelet's pod directory on the host's root filesystem (8:1).
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        let vol = "/var/lib/kubelet/pods/uid-1/volumes/kubernetes.io~configmap/kube-proxy";
+        fs::create_dir_all(r.join("proc/1/ns")).unwrap();
+        fs::create_dir_all(r.join("proc/1301/ns")).unwrap();
+        std::os::unix::fs::symlink("mnt:[4026531841]", r.join("proc/1/ns/mnt")).unwrap();
+        std::os::unix::fs::symlink("mnt:[4026532500]", r.join("proc/1301/ns/mnt")).unwrap();
+        std::os::unix::fs::symlink("/", r.join("proc/1301/cwd")).unwrap();
+        fs::write(
+            r.join("proc/1/mountinfo"),
+            "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n",
+        )
+        .unwrap();
+        fs::write(
+            r.join("proc/1301/mountinfo"),
+            format!(
+                "500 400 0:60 / / rw,relatime - overlay overlay rw\n510 500 8:1 {vol} /var/lib/kube-proxy ro,relatime - ext4 /dev/sda1 rw\n"
+            ),
+        )
+        .unwrap();
+        let host_conf = r.join(vol.trim_start_matches('/')).join("config.conf");
+        fs::create_dir_all(host_conf.parent().unwrap()).unwrap();
+        fs::write(
+            &host_conf,
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n",
+        )
+        .unwrap();
+        let t = proc_table(
+            1301,
+            &["kube-proxy", "--config=/var/lib/kube-proxy/config.conf"],
+        );
+        let v = run(r, &t);
+        let f = &v["facts"];
+        assert_eq!(f["configFile"]["path"], "/var/lib/kube-proxy/config.conf");
+        assert_eq!(f["configFile"]["hostPath"], format!("{vol}/config.conf"));
+        assert_eq!(f["effectiveMode"], "ipvs");
+
+        // A path on a filesystem the host does not mount (the container's overlay) is unknown.
+        let t = proc_table(1301, &["kube-proxy", "--config=/etc/kube-proxy.yaml"]);
+        let v = run(r, &t);
+        let reason = v["facts"]["config"]["$unknown"].as_str().unwrap();
+        assert!(
+            reason.contains("/etc/kube-proxy.yaml") && reason.contains("own mount namespace"),
+            "{reason}"
+        );
+    }
+
+    #[test]
     fn port_appending_like_go() {
         assert_eq!(append_port_if_needed("0.0.0.0", 10249), "0.0.0.0:10249");
         assert_eq!(append_port_if_needed("::1", 10249), "[::1]:10249");
