@@ -1,7 +1,7 @@
 //! `nodedrift check` on the fixture hosts: each planted drift fails at its fact path, clean
 //! hosts have no failure, profiles are detected, and the JSON schema is stable.
 
-use crate::util::{check_json, fixture_host, with_status};
+use crate::util::{check_json, prepared_host, with_status};
 
 /// Fails of a report as `(rule, path)` pairs, for readable assertion messages.
 fn fails(report: &serde_json::Value) -> Vec<(String, String)> {
@@ -26,7 +26,7 @@ fn assert_fails_at(report: &serde_json::Value, matches: impl Fn(&str) -> bool, w
 
 #[test]
 fn drifted_aks_node_fails_each_planted_drift() {
-    let (code, report) = check_json(&fixture_host("aks-ubuntu-drifted"), &[]);
+    let (code, report) = check_json(prepared_host("aks-ubuntu-drifted").path(), &[]);
     assert_eq!(code, 1, "drift exits 1");
     assert_eq!(report["profile"]["name"], "aks-ubuntu");
     assert_eq!(report["profile"]["selectedBy"], "detected");
@@ -74,7 +74,7 @@ fn drifted_aks_node_fails_each_planted_drift() {
 
 #[test]
 fn drifted_node_reports_evidence_for_kubelet_findings() {
-    let (_, report) = check_json(&fixture_host("aks-ubuntu-drifted"), &[]);
+    let (_, report) = check_json(prepared_host("aks-ubuntu-drifted").path(), &[]);
     let port = with_status(&report, "fail")
         .into_iter()
         .find(|f| f["path"] == "kubelet.config.readOnlyPort")
@@ -86,7 +86,7 @@ fn drifted_node_reports_evidence_for_kubelet_findings() {
 
 #[test]
 fn clean_aks_node_has_no_failure() {
-    let (code, report) = check_json(&fixture_host("aks-ubuntu-clean"), &[]);
+    let (code, report) = check_json(prepared_host("aks-ubuntu-clean").path(), &[]);
     assert_eq!(report["profile"]["name"], "aks-ubuntu");
     assert!(
         fails(&report).is_empty(),
@@ -98,7 +98,7 @@ fn clean_aks_node_has_no_failure() {
 
 #[test]
 fn kubeadm_node_gets_the_generic_profile_and_passes() {
-    let (_, report) = check_json(&fixture_host("kubeadm"), &[]);
+    let (_, report) = check_json(prepared_host("kubeadm").path(), &[]);
     assert_eq!(report["profile"]["name"], "generic");
     assert!(
         fails(&report).is_empty(),
@@ -109,7 +109,7 @@ fn kubeadm_node_gets_the_generic_profile_and_passes() {
 
 #[test]
 fn azurelinux_node_reports_the_kernel_mismatch() {
-    let (code, report) = check_json(&fixture_host("azurelinux-kernel-mismatch"), &[]);
+    let (code, report) = check_json(prepared_host("azurelinux-kernel-mismatch").path(), &[]);
     assert_eq!(report["profile"]["name"], "aks-azurelinux");
     assert_eq!(code, 1);
     assert_fails_at(
@@ -128,7 +128,7 @@ fn forced_profile_and_user_layer_change_the_outcome() {
         "  - id: kubelet.read-only-port-disabled\n    disabled: true\n",
     );
     let (_, report) = check_json(
-        &fixture_host("aks-ubuntu-drifted"),
+        prepared_host("aks-ubuntu-drifted").path(),
         &[
             "--profile",
             "generic",
@@ -147,7 +147,7 @@ fn forced_profile_and_user_layer_change_the_outcome() {
 
 #[test]
 fn json_schema_is_stable() {
-    let (_, report) = check_json(&fixture_host("aks-ubuntu-drifted"), &[]);
+    let (_, report) = check_json(prepared_host("aks-ubuntu-drifted").path(), &[]);
     // The shape, not the values: keys of the document, of the summary and of every finding.
     let keys = |v: &serde_json::Value| -> Vec<String> {
         v.as_object()

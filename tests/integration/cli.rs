@@ -48,13 +48,14 @@ fn exit_code_3_when_nothing_fails_but_something_is_unknown() {
 #[test]
 fn exit_code_0_when_everything_passes_and_1_on_any_fail() {
     let host = tempfile::tempdir().unwrap();
+    // A /proc with no process in it: "the kubelet is not running" is then a definite fact.
+    std::fs::create_dir(host.path().join("proc")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // Facts that exist on any host: the os inspector always reports something for os-release
-    // (absent here), so "absent" passes and "present" fails.
+    // A definite fact of an empty host: no kubelet runs.
     let pass = baseline_file(
         dir.path(),
         "pass.yaml",
-        "  - id: t.absent\n    path: os.release.ID\n    expect: { absent: true }\n    severity: low\n    policy: cis/4.1\n",
+        "  - id: t.stopped\n    path: kubelet.running\n    expect: { equals: false }\n    severity: low\n    policy: cis/4.1\n",
     );
     let (code, report) = check_json(
         host.path(),
@@ -64,7 +65,7 @@ fn exit_code_0_when_everything_passes_and_1_on_any_fail() {
     let fail = baseline_file(
         dir.path(),
         "fail.yaml",
-        "  - id: t.present\n    path: os.release.ID\n    expect: { present: true }\n    severity: low\n    policy: cis/4.1\n",
+        "  - id: t.running\n    path: kubelet.running\n    expect: { equals: true }\n    severity: low\n    policy: cis/4.1\n",
     );
     let (code, report) = check_json(
         host.path(),

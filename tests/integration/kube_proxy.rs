@@ -2,12 +2,12 @@
 
 use std::fs;
 
-use crate::kubelet::fixture_with_modes;
 use crate::util::inspect;
+use crate::util::prepared_host;
 
 #[test]
 fn aks_kube_proxy_without_config_uses_its_flags() {
-    let root = fixture_with_modes("aks-ubuntu-clean");
+    let root = prepared_host("aks-ubuntu-clean");
     let v = inspect("kube-proxy", root.path());
     let f = &v["kube-proxy"]["facts"];
     assert_eq!(f["running"], true);
@@ -26,7 +26,7 @@ fn aks_kube_proxy_without_config_uses_its_flags() {
         "flag"
     );
 
-    let root = fixture_with_modes("aks-ubuntu-drifted");
+    let root = prepared_host("aks-ubuntu-drifted");
     let v = inspect("kube-proxy", root.path());
     assert_eq!(
         v["kube-proxy"]["facts"]["config"]["metricsBindAddress"],
@@ -36,7 +36,7 @@ fn aks_kube_proxy_without_config_uses_its_flags() {
 
 #[test]
 fn kubeadm_kube_proxy_reads_its_config_file_and_defaults_zero_values() {
-    let root = fixture_with_modes("kubeadm");
+    let root = prepared_host("kubeadm");
     let v = inspect("kube-proxy", root.path());
     let f = &v["kube-proxy"]["facts"];
     assert_eq!(f["configFile"]["path"], "/var/lib/kube-proxy/config.conf");
@@ -55,7 +55,7 @@ fn kubeadm_kube_proxy_reads_its_config_file_and_defaults_zero_values() {
 
 #[test]
 fn kube_proxy_config_that_is_a_fifo_is_unknown() {
-    let root = fixture_with_modes("kubeadm");
+    let root = prepared_host("kubeadm");
     let conf = root.path().join("var/lib/kube-proxy/config.conf");
     fs::remove_file(&conf).expect("rm");
     nix::unistd::mkfifo(&conf, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");

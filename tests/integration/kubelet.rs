@@ -2,314 +2,49 @@
 //! the file modes git cannot keep applied from `<fixture>.modes`), the kubelet and kube-proxy
 //! rules checked against those facts, and one live test reading a real process's `/proc`.
 //!
-//! `fixture_with_modes` and `check_rules` are shared with `kube_proxy.rs`.
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nodedrift::facts::{ComponentFacts, Evidence, FactPath, Facts, Lookup};
 use serde_json::Value;
 
-use crate::util::{fixture_host, inspect};
-
-/// Copies the fixture host `name` into a temp dir (symlinks kept as links) and applies
-/// `tests/fixtures/hosts/<name>.modes` (`MODE PATH` lines, `#` comments).
-pub fn fixture_with_modes(name: &str) -> tempfile::TempDir {
-    let src = fixture_host(name);
-    let dst = tempfile::tempdir().expect("temp dir");
-    copy_tree(&src, dst.path());
-    let modes = src.with_extension("modes");
-    if let Ok(text) = fs::read_to_string(&modes) {
-        for line in text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            let (mode, path) = line.split_once(' ').expect("MODE PATH");
-            let mode = u32::from_str_radix(mode, 8).expect("octal mode");
-            let p = dst.path().join(path.trim().trim_start_matches('/'));
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        }
-    }
-    dst
-}
-
-fn copy_tree(src: &Path, dst: &Path) {
-    for entry in fs::read_dir(src).unwrap_or_else(|e| panic!("{}: {e}", src.display())) {
-        let entry = entry.expect("dir entry");
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        let ft = entry.file_type().expect("file type");
-        if ft.is_symlink() {
-            symlink(fs::read_link(&from).expect("link"), &to).expect("symlink");
-        } else if ft.is_dir() {
-            fs::create_dir_all(&to).expect("mkdir");
-            copy_tree(&from, &to);
-        } else {
-            fs::copy(&from, &to).expect("copy");
-        }
-    }
-}
-
-/// The facts the binary printed for `component`, as the library's model.
-fn facts_of(json: &Value, component: &str) -> ComponentFacts {
-    let c = &json[component];
-    let mut cf = ComponentFacts::new(component);
-    cf.facts = c["facts"].clone();
-    if let Some(ev) = c.get("evidence") {
-        cf.evidence =
-            serde_json::from_value::<std::collections::BTreeMap<String, Evidence>>(ev.clone())
-                .expect("evidence");
-    }
-    cf
-}
-
-/// The rules of `files` (profile-relative paths), later files patching earlier ones by id.
-fn load_rules(files: &[&str]) -> Vec<serde_json::Map<String, Value>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agent/src/baseline/profiles");
-    let mut rules: Vec<serde_json::Map<String, Value>> = Vec::new();
-    for f in files {
-        let text = fs::read_to_string(dir.join(f)).expect("profile file");
-        let doc: Value = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{f}: {e}"));
-        for r in doc["rules"].as_array().expect("rules") {
-            let r = r.as_object().expect("rule object").clone();
-            let id = r["id"].as_str().expect("id").to_owned();
-            match rules.iter_mut().find(|x| x["id"] == id.as_str()) {
-                Some(existing) => existing.extend(r),
-                None => rules.push(r),
-            }
-        }
-    }
-    rules
-}
-
-const GENERIC: &[&str] = &["generic/kubelet.yaml", "generic/kube-proxy.yaml"];
-const AKS: &[&str] = &[
-    "generic/kubelet.yaml",
-    "generic/kube-proxy.yaml",
-    "aks/kubelet.yaml",
-    "aks/kube-proxy.yaml",
-];
-
-#[derive(Debug, PartialEq)]
-enum Status {
-    Pass,
-    Fail(String),
-    Unknown(String),
-}
-
-fn scalar_eq(a: &Value, b: &Value) -> bool {
-    let s = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    a == b || (!a.is_object() && !a.is_array() && !a.is_null() && s(a) == s(b))
-}
-
-/// A minimal checker for the expectations these rules use (the real evaluator lives in the
-/// baseline module): equals, notIn, matches, modeAtMost, with `when` and wildcards.
-fn check(rule: &serde_json::Map<String, Value>, facts: &Facts) -> Vec<(String, Status)> {
-    let path = FactPath::parse(rule["path"].as_str().expect("path")).expect("rule path parses");
-    let mut out = Vec::new();
-    let matches = facts.resolve(&path);
-    for m in matches {
-        if let Some(Value::Object(when)) = rule.get("when") {
-            let elem = m.element.join(".");
-            let skip = when
-                .iter()
-                .any(|(k, want)| match facts.get(&format!("{elem}.{k}")) {
-                    Lookup::Found(v) => !scalar_eq(v, want),
-                    _ => true,
-                });
-            if skip {
-                continue;
-            }
-        }
-        let expect = rule["expect"].as_object().expect("expect");
-        let (kind, want) = expect.iter().next().expect("one expectation");
-        let status = match &m.value {
-            Lookup::Unknown(r) => Status::Unknown(r.clone()),
-            value => {
-                let v = match value {
-                    Lookup::Found(v) => (*v).clone(),
-                    _ => Value::Null,
-                };
-                let ok = match kind.as_str() {
-                    "equals" => scalar_eq(&v, want),
-                    "notIn" => !want
-                        .as_array()
-                        .expect("list")
-                        .iter()
-                        .any(|w| scalar_eq(&v, w)),
-                    "matches" => v.as_str().is_some_and(|s| {
-                        regex::Regex::new(want.as_str().expect("regex"))
-                            .expect("regex")
-                            .is_match(s)
-                    }),
-                    "modeAtMost" => {
-                        let m = |x: &Value| x.as_str().and_then(|s| u32::from_str_radix(s, 8).ok());
-                        matches!((m(&v), m(want)), (Some(a), Some(b)) if a & !b == 0)
-                    }
-                    other => panic!("expectation {other} not handled by this checker"),
-                };
-                if ok {
-                    Status::Pass
-                } else {
-                    Status::Fail(format!("{} = {v}", m.path()))
-                }
-            }
-        };
-        out.push((m.path(), status));
-    }
-    out
-}
-
-/// Runs the kubelet and kube-proxy inspectors on `root` and checks the rules of `profile`:
-/// returns the ids of failing rules and of unknown ones.
-pub fn check_rules(root: &Path, profile: &[&str]) -> (Vec<String>, Vec<String>) {
-    let mut facts = Facts::default();
-    for c in ["kubelet", "kube-proxy"] {
-        facts.insert(facts_of(&inspect(c, root), c));
-    }
-    let mut failed = Vec::new();
-    let mut unknown = Vec::new();
-    for rule in load_rules(profile) {
-        if rule.get("disabled").and_then(Value::as_bool) == Some(true) {
-            continue;
-        }
-        let id = rule["id"].as_str().expect("id").to_owned();
-        for (path, st) in check(&rule, &facts) {
-            match st {
-                Status::Pass => {}
-                Status::Fail(why) => failed.push(format!("{id} ({why})")),
-                Status::Unknown(why) => unknown.push(format!("{id} ({path}: {why})")),
-            }
-        }
-    }
-    (failed, unknown)
-}
-
-fn ids(v: &[String]) -> Vec<&str> {
-    let mut ids: Vec<&str> = v
-        .iter()
-        .map(|s| s.split(' ').next().unwrap_or(""))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
-#[test]
-fn rule_files_are_valid() {
-    let policy: Value = serde_norway::from_str(
-        &fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agent/src/baseline/policy.yaml"),
-        )
-        .expect("policy.yaml"),
-    )
-    .expect("policy parses");
-    let clauses: Vec<&str> = policy["clauses"]
-        .as_array()
-        .expect("clauses")
-        .iter()
-        .filter_map(|c| c["id"].as_str())
-        .collect();
-    for profile in [GENERIC, AKS] {
-        let rules = load_rules(profile);
-        assert!(rules.len() >= 20, "{}", rules.len());
-        for r in &rules {
-            let id = r["id"].as_str().expect("id");
-            for field in [
-                "title",
-                "path",
-                "expect",
-                "severity",
-                "policy",
-                "remediation",
-            ] {
-                assert!(r.contains_key(field), "{id}: no {field}");
-            }
-            assert!(
-                FactPath::parse(r["path"].as_str().expect("path")).is_ok(),
-                "{id}"
-            );
-            assert!(
-                clauses.contains(&r["policy"].as_str().expect("policy")),
-                "{id}: unknown policy"
-            );
-            assert!(
-                ["info", "low", "medium", "high", "critical"]
-                    .contains(&r["severity"].as_str().expect("severity")),
-                "{id}"
-            );
-            assert_eq!(r["expect"].as_object().map(|e| e.len()), Some(1), "{id}");
-        }
-    }
-    // The AKS layer only patches ids the generic layer defines, or adds new ones with a path.
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agent/src/baseline/profiles");
-    for f in ["aks/kubelet.yaml", "aks/kube-proxy.yaml"] {
-        let doc: Value =
-            serde_norway::from_str(&fs::read_to_string(dir.join(f)).expect("read")).expect("parse");
-        for r in doc["rules"].as_array().expect("rules") {
-            let known = load_rules(GENERIC).iter().any(|g| g["id"] == r["id"]);
-            assert!(
-                known || r.get("path").is_some(),
-                "{f}: {} patches nothing",
-                r["id"]
-            );
-        }
-    }
-}
+use crate::util::{inspect, prepared_host, rule_outcomes, rules_with};
 
 #[test]
 fn clean_fixtures_pass_every_kubelet_and_kube_proxy_rule() {
-    for (host, profile) in [
-        ("aks-ubuntu-clean", AKS),
-        ("azurelinux-kernel-mismatch", AKS),
-        ("kubeadm", GENERIC),
-    ] {
-        let root = fixture_with_modes(host);
-        let (failed, unknown) = check_rules(root.path(), profile);
-        // Owners are whoever checked the tree out: only root-owned checkouts can pass them.
-        let failed: Vec<&String> = if nix::unistd::Uid::effective().is_root() {
-            failed.iter().collect()
-        } else {
-            failed.iter().filter(|f| !f.contains("-owner ")).collect()
-        };
-        assert!(failed.is_empty(), "{host}: {failed:#?}");
-        assert!(unknown.is_empty(), "{host}: {unknown:#?}");
+    for host in ["aks-ubuntu-clean", "azurelinux-kernel-mismatch", "kubeadm"] {
+        let root = prepared_host(host);
+        let outcomes = rule_outcomes(root.path(), &["kubelet", "kube-proxy"]);
+        assert!(outcomes.len() >= 20, "{host}: {outcomes:#?}");
+        let bad: Vec<_> = outcomes.iter().filter(|o| o.2 != "pass").collect();
+        assert!(bad.is_empty(), "{host}: {bad:#?}");
     }
 }
 
 #[test]
 fn drifted_fixture_fails_exactly_the_planted_drift() {
-    let root = fixture_with_modes("aks-ubuntu-drifted");
-    let (failed, unknown) = check_rules(root.path(), AKS);
-    let failed: Vec<String> = failed
-        .into_iter()
-        .filter(|f| !f.contains("-owner "))
-        .collect();
+    let root = prepared_host("aks-ubuntu-drifted");
+    let outcomes = rule_outcomes(root.path(), &["kubelet", "kube-proxy"]);
     assert_eq!(
-        ids(&failed),
+        rules_with(&outcomes, "fail"),
         vec![
             "kube-proxy.metrics-bind-loopback",
             "kubelet.anonymous-auth-disabled",
             "kubelet.no-alpha-feature-gates",
             "kubelet.read-only-port-disabled",
         ],
-        "{failed:#?}"
+        "{outcomes:#?}"
     );
-    assert!(unknown.is_empty(), "{unknown:#?}");
+    assert!(rules_with(&outcomes, "unknown").is_empty(), "{outcomes:#?}");
 }
 
 #[test]
 fn aks_fixture_facts() {
-    let root = fixture_with_modes("aks-ubuntu-drifted");
+    let root = prepared_host("aks-ubuntu-drifted");
     let v = inspect("kubelet", root.path());
     let f = &v["kubelet"]["facts"];
     assert_eq!(f["process"]["pid"], 1201);
@@ -347,7 +82,7 @@ fn aks_fixture_facts() {
 
 #[test]
 fn kubeadm_fixture_facts() {
-    let root = fixture_with_modes("kubeadm");
+    let root = prepared_host("kubeadm");
     let v = inspect("kubelet", root.path());
     let f = &v["kubelet"]["facts"];
     assert_eq!(

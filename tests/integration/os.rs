@@ -50,15 +50,20 @@ fn ubuntu_fixture_facts() {
     assert_eq!(f["bootTimeUnix"], json!(1_718_000_000));
     assert_eq!(
         f["aks"]["markers"],
-        json!(["/opt/azure/vhd-install.complete", "/opt/azure/containers"])
+        json!([
+            "/opt/azure/vhd-install.complete",
+            "/opt/azure/containers",
+            "/etc/default/kubelet",
+            "/proc/1201/cmdline"
+        ])
     );
     assert_eq!(f["azure"]["markers"], json!(["/var/lib/waagent"]));
-    assert!(
-        f["nodeImage"]["$unknown"]
-            .as_str()
-            .unwrap()
-            .contains("no node image record")
+    // The running kubelet's node labels carry the image version AKS stamped on the node.
+    assert_eq!(
+        f["nodeImage"]["version"],
+        json!("AKSUbuntu-2204gen2containerd-202501.12.0")
     );
+    assert_eq!(f["nodeImage"]["buildDate"], json!("2025-01-12"));
 }
 
 #[test]

@@ -2,28 +2,14 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{fixture_host, inspect};
+use crate::util::{fixture_host, inspect, prepared_host};
 
 fn facts(root: &Path) -> Value {
     inspect("reboot", root)["reboot"]["facts"].clone()
-}
-
-/// A writable copy of a fixture tree (symlinks kept as symlinks).
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", fixture_host(name).display()))
-        .arg(dir.path())
-        .status()
-        .expect("run cp");
-    assert!(status.success(), "cp -a {name}");
-    dir
 }
 
 #[test]
@@ -93,7 +79,7 @@ fn azure_linux_running_an_older_kernel_needs_a_reboot() {
 
 #[test]
 fn processes_mapping_deleted_libraries_need_a_restart_not_a_reboot() {
-    let dir = copy_fixture("aks-ubuntu-clean");
+    let dir = prepared_host("aks-ubuntu-clean");
     let w = |p: &str, s: &str| {
         let p = dir.path().join(p);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -124,3 +124,63 @@ pub fn baseline_file(dir: &std::path::Path, name: &str, rules: &str) -> PathBuf 
     .expect("write baseline");
     p
 }
+
+/// A writable copy of the fixture host `name` (symlinks kept as links) with the permissions git
+/// cannot record applied from `tests/fixtures/hosts/<name>.modes` (`MODE PATH` lines).
+pub fn prepared_host(name: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let src = fixture_host(name);
+    let dst = tempfile::tempdir().expect("temp dir");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(dst.path())
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "cp -a {name}");
+    if let Ok(text) = std::fs::read_to_string(src.with_extension("modes")) {
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let (mode, path) = line.split_once(' ').expect("MODE PATH");
+            let mode = u32::from_str_radix(mode, 8).expect("octal mode");
+            let p = dst.path().join(path.trim().trim_start_matches('/'));
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+    }
+    dst
+}
+
+/// `(rule, path, status, reason)` of every finding of `components`, from the real
+/// `nodedrift check --format json` on `root`.
+pub fn rule_outcomes(
+    root: &std::path::Path,
+    components: &[&str],
+) -> Vec<(String, String, String, String)> {
+    let (_, report) = check_json(root, &[]);
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| components.iter().any(|c| f["component"] == *c))
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+            (s("rule"), s("path"), s("status"), s("reason"))
+        })
+        .collect()
+}
+
+/// The distinct rule ids among `outcomes` with `status`.
+pub fn rules_with(outcomes: &[(String, String, String, String)], status: &str) -> Vec<String> {
+    let mut ids: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.2 == status)
+        .map(|o| o.0.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}

@@ -391,7 +391,7 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
     append_default_port(&mut merged, "metricsBindAddress", DEFAULT_METRICS_PORT);
     append_default_port(&mut merged, "healthzBindAddress", DEFAULT_HEALTHZ_PORT);
 
-    merged.record(&mut cf, "config");
+    merged.record(&mut cf, "config", proc.pid);
     for (field, reason) in errors {
         let mut at = vec!["config"];
         at.extend(field.split('.'));
@@ -420,7 +420,7 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
         &["effectiveMode"],
         merged
             .source(&["mode"])
-            .map(Source::evidence)
+            .map(|s| s.evidence(proc.pid))
             .unwrap_or_default()
             .with_source(if raw_mode.is_empty() {
                 "default (empty mode means iptables on Linux)"

@@ -215,7 +215,7 @@ impl Kubelet<'_> {
         }
         let mut flag_errors: Vec<(String, String)> = Vec::new();
         self.apply_flags(&mut merged, &mut flag_errors);
-        merged.record(cf, "config");
+        merged.record(cf, "config", self.proc.pid);
         for (field, reason) in flag_errors {
             let path: Vec<&str> = field.split('.').collect();
             let mut at = vec!["config"];
@@ -426,7 +426,7 @@ impl Kubelet<'_> {
                 }
             }
             cf.set(&["featureGates", gate], Value::Object(fact));
-            cf.evidence(&["featureGates", gate], source.evidence());
+            cf.evidence(&["featureGates", gate], source.evidence(self.proc.pid));
         }
     }
 

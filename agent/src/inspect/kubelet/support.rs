@@ -258,11 +258,15 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    pub(crate) fn evidence(&self) -> Evidence {
+    /// Evidence for a field of the effective configuration of process `pid`: every source
+    /// names the process, a file source also the file.
+    pub(crate) fn evidence(&self, pid: u32) -> Evidence {
         match self {
-            Self::Default => Evidence::default().with_source("default"),
-            Self::Config(file) => Evidence::file(file.clone()).with_source("config"),
-            Self::Flag(pid) => Evidence::default().with_pid(*pid).with_source("flag"),
+            Self::Default => Evidence::default().with_pid(pid).with_source("default"),
+            Self::Config(file) => Evidence::file(file.clone())
+                .with_pid(pid)
+                .with_source("config"),
+            Self::Flag(flag_pid) => Evidence::default().with_pid(*flag_pid).with_source("flag"),
         }
     }
 }
@@ -412,13 +416,14 @@ impl Merged {
         }
     }
 
-    /// Writes the document under `root` and one evidence entry per sourced field.
-    pub(crate) fn record(&self, cf: &mut ComponentFacts, root: &str) {
+    /// Writes the document under `root` and one evidence entry per sourced field (the
+    /// effective configuration of process `pid`).
+    pub(crate) fn record(&self, cf: &mut ComponentFacts, root: &str, pid: u32) {
         cf.set(&[root], Value::Object(self.doc.clone()));
         for (path, source) in &self.sources {
             let mut at: Vec<&str> = vec![root];
             at.extend(path.iter().map(String::as_str));
-            cf.evidence(&at, source.evidence());
+            cf.evidence(&at, source.evidence(pid));
         }
     }
 }

@@ -96,7 +96,7 @@ fn flags_override_the_file_and_gates_merge_per_gate() {
     assert_eq!(f["config"]["authentication"]["anonymous"]["enabled"], false);
     assert_eq!(
         v["evidence"]["config.authentication.anonymous.enabled"],
-        json!({"file": "/var/lib/kubelet/config.yaml", "source": "config"})
+        json!({"file": "/var/lib/kubelet/config.yaml", "pid": 1201, "source": "config"})
     );
     // A default the file does not set.
     assert_eq!(f["config"]["authentication"]["webhook"]["enabled"], true);
