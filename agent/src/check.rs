@@ -118,24 +118,8 @@ pub fn run(opts: &CheckOptions) -> Result<CheckReport, CheckError> {
     let rest = inspect::inspect(&host, &inspect_opts, &others);
     facts.components.extend(rest.components);
     let mut findings = baseline::evaluate(&baseline, &facts);
-    findings.sort_by(|a, b| {
-        (
-            component_rank(&a.component),
-            &a.component,
-            a.status,
-            std::cmp::Reverse(a.severity),
-            &a.rule,
-            &a.path,
-        )
-            .cmp(&(
-                component_rank(&b.component),
-                &b.component,
-                b.status,
-                std::cmp::Reverse(b.severity),
-                &b.rule,
-                &b.path,
-            ))
-    });
+    // Grouped by component in registry order; within one, failures first, most severe first.
+    findings.sort_by(|a, b| report_order(a).cmp(&report_order(b)));
     Ok(CheckReport {
         api_version: "nodedrift.dev/v1",
         kind: "CheckReport",
@@ -149,6 +133,27 @@ pub fn run(opts: &CheckOptions) -> Result<CheckReport, CheckError> {
         duration: started.elapsed(),
         warnings: baseline.warnings,
     })
+}
+
+/// The sort key of a finding in the report.
+fn report_order(
+    f: &Finding,
+) -> (
+    usize,
+    &str,
+    crate::finding::Status,
+    std::cmp::Reverse<baseline::Severity>,
+    &str,
+    &str,
+) {
+    (
+        component_rank(&f.component),
+        &f.component,
+        f.status,
+        std::cmp::Reverse(f.severity),
+        &f.rule,
+        &f.path,
+    )
 }
 
 /// Components in the registry's order, unknown ones last.

@@ -23,7 +23,7 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 
 use super::Context;
-use super::kubelet::flags::{FlagSpec, Kind, convert, parse_gates};
+use super::kubelet::flags::{FlagSpec, Kind, convert, f, only, parse_gates};
 use super::kubelet::support::{
     Merged, Source, cmdline_truncated, file_fact, load_document, parse_document, process_path,
     record_flags, select_oldest, truncated_flag,
@@ -83,22 +83,6 @@ const ZERO_MEANS_UNSET: &[&str] = &[
 
 const DEFAULT_METRICS_PORT: u16 = 10249;
 const DEFAULT_HEALTHZ_PORT: u16 = 10256;
-
-const fn f(name: &'static str, kind: Kind, field: &'static str) -> FlagSpec {
-    FlagSpec {
-        name,
-        kind,
-        field: Some(field),
-    }
-}
-
-const fn only(name: &'static str, kind: Kind) -> FlagSpec {
-    FlagSpec {
-        name,
-        kind,
-        field: None,
-    }
-}
 
 /// kube-proxy's flags (cmd/kube-proxy/app/options.go `AddFlags`).
 const FLAGS: &[FlagSpec] = &[

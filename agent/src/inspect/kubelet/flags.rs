@@ -40,7 +40,8 @@ pub(crate) struct FlagSpec {
     pub field: Option<&'static str>,
 }
 
-const fn f(name: &'static str, kind: Kind, field: &'static str) -> FlagSpec {
+/// A flag that sets the configuration field `field` (dotted, upstream name).
+pub(crate) const fn f(name: &'static str, kind: Kind, field: &'static str) -> FlagSpec {
     FlagSpec {
         name,
         kind,
@@ -48,7 +49,8 @@ const fn f(name: &'static str, kind: Kind, field: &'static str) -> FlagSpec {
     }
 }
 
-const fn only(name: &'static str, kind: Kind) -> FlagSpec {
+/// A flag with no configuration-file field (it exists on the command line only).
+pub(crate) const fn only(name: &'static str, kind: Kind) -> FlagSpec {
     FlagSpec {
         name,
         kind,
