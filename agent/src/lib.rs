@@ -10,4 +10,5 @@ pub mod facts;
 pub mod finding;
 pub mod host;
 pub mod inspect;
+pub mod ledger;
 pub mod report;

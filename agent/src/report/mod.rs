@@ -1,7 +1,9 @@
-//! Sinks for a check's result. For now: the console table and the JSON document printed by
-//! `nodedrift check`.
+//! Where results go: the console table and JSON of `nodedrift check`, and for `nodedrift run`
+//! the CloudEvents model and the node summary the sinks share.
 
+pub mod cloudevents;
 pub mod console;
+pub mod summary;
 
 use crate::check::CheckReport;
 
