@@ -12,3 +12,4 @@ pub mod host;
 pub mod inspect;
 pub mod ledger;
 pub mod report;
+pub mod run;

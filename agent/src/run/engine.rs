@@ -1,0 +1,371 @@
+//! The evaluation state of the daemon: the profile, the baseline in force, the latest facts of
+//! every component and the findings they give.
+//!
+//! A trigger re-inspects only the components it concerns (a kubelet restart re-reads the
+//! kubelet, a sysctl poll re-reads `/proc/sys`); the whole baseline is then evaluated again on
+//! the updated facts, which costs about a millisecond and keeps every finding consistent. A
+//! full re-check re-detects the profile too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::baseline::{self, Baseline, BaselineError};
+use crate::check::{self, ProfileChoice};
+use crate::facts::Facts;
+use crate::finding::Finding;
+use crate::host::{HostError, HostRoot};
+use crate::inspect;
+
+/// What the engine needs to evaluate.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub host_root: PathBuf,
+    pub profile: Option<String>,
+    pub baselines: Vec<PathBuf>,
+    pub inspect: inspect::Options,
+}
+
+/// An engine that cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Baseline(#[from] BaselineError),
+}
+
+/// The daemon's evaluation state.
+#[derive(Debug)]
+pub struct Engine {
+    host: HostRoot,
+    opts: EngineOptions,
+    baseline: Baseline,
+    profile: ProfileChoice,
+    facts: Facts,
+    findings: Vec<Finding>,
+}
+
+impl Engine {
+    /// Opens the host, detects the profile and loads the baseline. Does not inspect yet.
+    pub fn new(opts: EngineOptions) -> Result<Self, EngineError> {
+        let host = HostRoot::new(&opts.host_root)?;
+        if let Some(p) = &opts.profile {
+            baseline::profiles::files(p)?;
+        }
+        let facts = inspect::inspect(&host, &opts.inspect, &[inspect::os::NAME]);
+        let profile = check::choose_profile(opts.profile.as_deref(), &facts);
+        let baseline = check::load_baseline(&profile.name, &opts.baselines)?;
+        Ok(Self {
+            host,
+            opts,
+            baseline,
+            profile,
+            facts,
+            findings: Vec::new(),
+        })
+    }
+
+    /// Inspects every component, re-detects the profile (reloading the baseline if it changed)
+    /// and evaluates. Returns how long it took.
+    pub fn full_check(&mut self) -> Duration {
+        let started = Instant::now();
+        let os = inspect::inspect(&self.host, &self.opts.inspect, &[inspect::os::NAME]);
+        let profile = check::choose_profile(self.opts.profile.as_deref(), &os);
+        if profile.name != self.profile.name {
+            match check::load_baseline(&profile.name, &self.opts.baselines) {
+                Ok(b) => {
+                    tracing::info!(from = %self.profile.name, to = %profile.name, "The detected profile changed; its baseline is now in force.");
+                    self.baseline = b;
+                    self.profile = profile;
+                }
+                Err(e) => {
+                    tracing::warn!(profile = %profile.name, error = %e, "The newly detected profile's baseline is invalid; keeping the current one.");
+                }
+            }
+        }
+        self.facts = os;
+        let others: Vec<&str> = inspect::names()
+            .filter(|n| *n != inspect::os::NAME)
+            .collect();
+        self.reinspect(&others);
+        self.evaluate();
+        started.elapsed()
+    }
+
+    /// Re-inspects `components` only, then evaluates the whole baseline.
+    pub fn recheck(&mut self, components: &BTreeSet<&'static str>) -> Duration {
+        let started = Instant::now();
+        let list: Vec<&str> = components.iter().copied().collect();
+        self.reinspect(&list);
+        self.evaluate();
+        started.elapsed()
+    }
+
+    fn reinspect(&mut self, components: &[&str]) {
+        let mut opts = self.opts.inspect.clone();
+        opts.sysctl_keys.extend(self.baseline.sysctl_keys());
+        let fresh = inspect::inspect(&self.host, &opts, components);
+        self.facts.components.extend(fresh.components);
+    }
+
+    fn evaluate(&mut self) {
+        self.findings = baseline::evaluate(&self.baseline, &self.facts);
+    }
+
+    /// Re-reads the user's baseline files over the profile. On error the baseline in force
+    /// stays, and the error is returned for the caller to make visible.
+    pub fn reload(&mut self) -> Result<(), BaselineError> {
+        let b = check::load_baseline(&self.profile.name, &self.opts.baselines)?;
+        self.baseline = b;
+        self.evaluate();
+        Ok(())
+    }
+
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    pub fn facts(&self) -> &Facts {
+        &self.facts
+    }
+
+    pub fn profile(&self) -> &ProfileChoice {
+        &self.profile
+    }
+
+    pub fn baseline(&self) -> &Baseline {
+        &self.baseline
+    }
+
+    pub fn host_root(&self) -> &Path {
+        self.host.root()
+    }
+
+    /// A short fingerprint of the rules in force (for the Node annotation and events).
+    pub fn baseline_version(&self) -> String {
+        let doc = self.baseline.to_document(&self.profile.name);
+        let text = serde_json::to_string(&doc.rules).unwrap_or_default();
+        crate::report::cloudevents::stable_id(&[&text])[..12].to_owned()
+    }
+
+    /// The host files and directories whose changes concern each component, from the facts:
+    /// every `path` the inspectors reported, plus the fixed locations each inspector reads.
+    pub fn watch_targets(&self) -> WatchTargets {
+        let mut t = WatchTargets::default();
+        for (name, cf) in &self.facts.components {
+            let Some(component) = inspect::names().find(|n| n == name) else {
+                continue;
+            };
+            collect_paths(&cf.facts, &mut |p| {
+                t.files.insert(PathBuf::from(p), component);
+            });
+        }
+        for (component, files, dirs) in FIXED_TARGETS {
+            for f in *files {
+                t.files.insert(PathBuf::from(f), component);
+            }
+            for d in *dirs {
+                t.dirs.insert(PathBuf::from(d), component);
+            }
+        }
+        t
+    }
+}
+
+/// Locations an inspector reads whatever the facts say (a marker that does not exist yet has
+/// no path in the facts, but its appearance must be noticed).
+const FIXED_TARGETS: &[(&str, &[&str], &[&str])] = &[
+    (
+        inspect::reboot::NAME,
+        &[
+            "/run/reboot-required",
+            "/run/reboot-required.pkgs",
+            "/run/reboot-needed",
+        ],
+        &["/boot", "/lib/modules"],
+    ),
+    (
+        inspect::sysctl::NAME,
+        &["/etc/sysctl.conf"],
+        &[
+            "/etc/sysctl.d",
+            "/run/sysctl.d",
+            "/usr/local/lib/sysctl.d",
+            "/usr/lib/sysctl.d",
+            "/lib/sysctl.d",
+        ],
+    ),
+    (
+        inspect::os::NAME,
+        &["/etc/os-release", "/usr/lib/os-release"],
+        &[],
+    ),
+    (
+        inspect::kubelet::NAME,
+        &["/etc/default/kubelet"],
+        &[
+            "/etc/systemd/system/kubelet.service.d",
+            "/lib/systemd/system/kubelet.service.d",
+            "/usr/lib/systemd/system/kubelet.service.d",
+        ],
+    ),
+    (
+        inspect::containerd::NAME,
+        &["/etc/containerd/config.toml"],
+        &[],
+    ),
+];
+
+/// Which component owns which host path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchTargets {
+    /// Files: a change to exactly this path concerns the component.
+    pub files: BTreeMap<PathBuf, &'static str>,
+    /// Directories: a change to any entry concerns the component.
+    pub dirs: BTreeMap<PathBuf, &'static str>,
+}
+
+impl WatchTargets {
+    /// The component a changed host path concerns, if any.
+    pub fn component_of(&self, path: &Path) -> Option<&'static str> {
+        if let Some(c) = self.files.get(path) {
+            return Some(c);
+        }
+        path.parent().and_then(|d| self.dirs.get(d)).copied()
+    }
+
+    /// The directories to watch (non-recursively): every directory target and the parent of
+    /// every file target (so replace-by-rename is seen).
+    pub fn watch_dirs(&self) -> BTreeSet<PathBuf> {
+        self.dirs
+            .keys()
+            .cloned()
+            .chain(
+                self.files
+                    .keys()
+                    .filter_map(|f| f.parent().map(Path::to_path_buf)),
+            )
+            .collect()
+    }
+}
+
+/// Calls `f` with every absolute path in the facts: string values under a `path` key, and the
+/// keys of `environmentFiles` objects.
+fn collect_paths(v: &Value, f: &mut impl FnMut(&str)) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                match child {
+                    Value::String(s) if k == "path" && s.starts_with('/') => f(s),
+                    _ => {}
+                }
+                if k == "environmentFiles"
+                    && let Value::Object(files) = child
+                {
+                    files
+                        .keys()
+                        .filter(|p| p.starts_with('/'))
+                        .for_each(|p| f(p));
+                }
+                collect_paths(child, f);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|c| collect_paths(c, f)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/hosts")
+            .join(name)
+    }
+
+    fn engine(host: &str) -> Engine {
+        Engine::new(EngineOptions {
+            host_root: fixture(host),
+            profile: None,
+            baselines: Vec::new(),
+            inspect: inspect::Options::default(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn full_check_matches_one_shot_check() {
+        let mut e = engine("aks-ubuntu-drifted");
+        e.full_check();
+        let report = check::run(&check::CheckOptions {
+            host_root: fixture("aks-ubuntu-drifted"),
+            ..Default::default()
+        })
+        .unwrap();
+        let key = |f: &Finding| (f.rule.clone(), f.path.clone(), f.status);
+        let mut a: Vec<_> = e.findings().iter().map(key).collect();
+        let mut b: Vec<_> = report.findings.iter().map(key).collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert_eq!(e.profile().name, "aks-ubuntu");
+    }
+
+    #[test]
+    fn watch_targets_map_paths_to_components() {
+        let mut e = engine("aks-ubuntu-drifted");
+        e.full_check();
+        let t = e.watch_targets();
+        assert_eq!(
+            t.component_of(Path::new("/etc/default/kubeletconfig.json")),
+            Some("kubelet")
+        );
+        assert_eq!(
+            t.component_of(Path::new("/etc/containerd/config.toml")),
+            Some("containerd")
+        );
+        assert_eq!(
+            t.component_of(Path::new("/etc/sysctl.d/99-new.conf")),
+            Some("sysctl")
+        );
+        assert_eq!(
+            t.component_of(Path::new("/run/reboot-required")),
+            Some("reboot")
+        );
+        assert_eq!(t.component_of(Path::new("/run/unrelated.pid")), None);
+        assert!(t.watch_dirs().contains(Path::new("/etc/default")));
+    }
+
+    #[test]
+    fn invalid_reload_keeps_the_baseline_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("site.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: nodedrift.dev/v1\nkind: Baseline\nrules: []\n",
+        )
+        .unwrap();
+        let mut e = Engine::new(EngineOptions {
+            host_root: fixture("kubeadm"),
+            profile: None,
+            baselines: vec![file.clone()],
+            inspect: inspect::Options::default(),
+        })
+        .unwrap();
+        e.full_check();
+        let before = e.baseline_version();
+        std::fs::write(
+            &file,
+            "apiVersion: nodedrift.dev/v1\nkind: Baseline\nrules:\n  - id: x\n    bogus: 1\n",
+        )
+        .unwrap();
+        let err = e.reload().unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        assert_eq!(e.baseline_version(), before);
+    }
+}
