@@ -24,7 +24,7 @@ pub fn notify_to(socket: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
     let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path);
     let addr = match bytes.strip_prefix(b"@") {
         Some(name) => SocketAddr::from_abstract_name(name)?,
-        None => SocketAddr::from_pathname(&path)?,
+        None => SocketAddr::from_pathname(path)?,
     };
     sock.send_to_addr(state.as_bytes(), &addr)?;
     Ok(())
