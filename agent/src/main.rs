@@ -12,6 +12,7 @@ use nodedrift::check::{self, CheckError, CheckOptions};
 use nodedrift::host::HostRoot;
 use nodedrift::inspect;
 use nodedrift::report::{self, Format, console};
+use nodedrift::run;
 
 /// Bad command line, bad baseline or bad configuration (sysexits EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -71,6 +72,16 @@ enum Command {
         /// Colour the table: auto (on a terminal, unless NO_COLOR is set), always, never.
         #[arg(long, value_enum, default_value_t = Color::Auto)]
         color: Color,
+    },
+    /// Run continuously: re-check on every change and report it (metrics, health).
+    Run {
+        #[command(flatten)]
+        host: HostArgs,
+        #[command(flatten)]
+        baseline: BaselineArgs,
+        /// Metrics and health listen address.
+        #[arg(long, env = "NODEDRIFT_LISTEN", default_value = "0.0.0.0:9101")]
+        listen: String,
     },
     /// Print the facts the inspectors gather, as JSON.
     Inspect {
@@ -174,6 +185,34 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let text = report::render(&report, format, &console::Options { color, show_pass });
             print_out(&text)?;
             Ok(check::exit_code(&report.summary))
+        }
+        Command::Run {
+            host,
+            baseline,
+            listen,
+        } => {
+            let mut settings = run::default_settings(host.host_root);
+            settings.engine.profile = baseline.profile;
+            settings.engine.baselines = baseline.baselines;
+            settings.listen = listen;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let result = runtime.block_on(run::run(settings, cancel));
+            // Everything has stopped; do not let an idle blocking thread delay the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            match result {
+                Ok(()) => Ok(0),
+                Err(e) if e.is_usage() => {
+                    eprintln!("nodedrift: error: {e}");
+                    termination_log(&format!("nodedrift: error: {e}"));
+                    Ok(EXIT_USAGE)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Inspect { component, host } => {
             let host = HostRoot::new(&host.host_root)?;
