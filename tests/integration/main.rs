@@ -15,4 +15,5 @@ mod kube_proxy;
 mod kubelet;
 mod os;
 mod reboot;
+mod run;
 mod sysctl;

@@ -181,6 +181,9 @@ fn evaluate_loop(
     health: Arc<Health>,
     cancel: CancellationToken,
 ) {
+    // However this loop ends (cancellation, or a panic), the daemon stops with it: serving
+    // stale findings as if all were well is worse than exiting and being restarted.
+    let _stop_all = CancelOnDrop(cancel.clone());
     // The first check is a full one; readiness follows it.
     let took = engine.full_check();
     watcher.update(engine.watch_targets());
@@ -202,7 +205,7 @@ fn evaluate_loop(
         });
         let Some(first) = first else { return };
         // Coalesce whatever arrives within the debounce window.
-        handle.block_on(tokio::time::sleep(DEBOUNCE));
+        handle.block_on(async { tokio::time::sleep(DEBOUNCE).await });
         let mut pending = vec![first];
         while let Ok(t) = rx.try_recv() {
             metrics.events_coalesced.inc();
@@ -246,6 +249,18 @@ fn evaluate_loop(
             let scope = components.iter().copied().collect::<Vec<_>>().join(",");
             after_check(&engine, &metrics, &scope, took);
         }
+    }
+}
+
+/// Cancels the token when dropped, including during a panic's unwinding.
+struct CancelOnDrop(CancellationToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("The evaluation loop panicked; stopping the agent.");
+        }
+        self.0.cancel();
     }
 }
 
