@@ -15,9 +15,10 @@
 //! `source` + `id`. One batch is in flight at a time, oldest first.
 //! - **2xx**: acknowledged; the response body is ignored (status decides, garbage is fine).
 //! - **408, 429, 5xx, connection errors, TLS errors, timeouts**: retried after a full-jitter
-//!   exponential backoff ([`Backoff`]: base [`BACKOFF_BASE`], cap [`BACKOFF_CAP`]), or after
-//!   the server's `Retry-After` (seconds or HTTP-date, at most [`RETRY_AFTER_MAX`]) when it
-//!   sent one. The batch is peeked again from the outbox, so a retry carries the same events
+//!   exponential backoff ([`Backoff`]: base [`BACKOFF_BASE`], cap [`BACKOFF_CAP`]). When
+//!   the server sent `Retry-After` (seconds or HTTP-date, at most [`RETRY_AFTER_MAX`]) the
+//!   wait is the larger of it and the backoff: never sooner than asked, and no hot loop on a
+//!   server that keeps answering `Retry-After: 0`. The batch is peeked again from the outbox, so a retry carries the same events
 //!   (plus newer ones if the batch was not full).
 //! - **413**: the batch is split in halves, each sent on its own; a single event still
 //!   answered 413 is dead-lettered.
@@ -152,7 +153,7 @@ pub struct EndpointConfig {
     pub batch_max_events: usize,
     /// Idle re-check of the outbox when not woken.
     pub poll_interval: Duration,
-    /// Retry timing.
+    /// Retry timing: [`Backoff::default`] in production; tests shorten it.
     pub backoff: Backoff,
 }
 
@@ -194,8 +195,8 @@ pub enum SinkError {
     IncompleteClientIdentity { given: &'static str },
     #[error("endpoint batchMaxEvents must be at least 1")]
     ZeroBatchSize,
-    #[error("endpoint timeout must be longer than zero")]
-    ZeroTimeout,
+    #[error("endpoint {key} must be longer than zero")]
+    ZeroDuration { key: &'static str },
     #[error("reading {what} {path}: {source}")]
     ReadFile {
         what: &'static str,
@@ -279,8 +280,13 @@ impl HttpSink {
         if cfg.batch_max_events == 0 {
             return Err(SinkError::ZeroBatchSize);
         }
-        if cfg.timeout.is_zero() {
-            return Err(SinkError::ZeroTimeout);
+        for (key, d) in [
+            ("timeout", cfg.timeout),
+            ("pollInterval", cfg.poll_interval),
+        ] {
+            if d.is_zero() {
+                return Err(SinkError::ZeroDuration { key });
+            }
         }
         if !https {
             if cfg.token_file.is_some() && !is_loopback(&url) {
@@ -461,7 +467,8 @@ impl HttpSink {
             batch.truncate(max);
             match self.deliver(batch, &outbox, &metrics, &cancel).await {
                 Round::Done => {
-                    if streak.take().is_some() {
+                    let previous = streak.take();
+                    if previous.is_some_and(|r| r != FailureReason::TokenUnavailable) {
                         tracing::info!(
                             url = %self.url,
                             failed_attempts = failures,
@@ -477,10 +484,15 @@ impl HttpSink {
                 } => {
                     metrics.failed(reason);
                     metrics.retried();
-                    let mut delay = after.unwrap_or_else(|| self.backoff.delay(failures));
-                    if reason == FailureReason::TokenUnavailable {
-                        delay = delay.min(TOKEN_RECHECK_INTERVAL);
-                    }
+                    // Never sooner than the server asked, never a hot loop when it asks for 0.
+                    let backoff = self.backoff.delay(failures);
+                    let delay = match (after, reason) {
+                        (Some(after), _) => after.max(backoff),
+                        (None, FailureReason::TokenUnavailable) => {
+                            backoff.min(TOKEN_RECHECK_INTERVAL)
+                        }
+                        (None, _) => backoff,
+                    };
                     failures = failures.saturating_add(1);
                     if streak != Some(reason) {
                         // The token problem has its own once-per-change log line.
@@ -488,8 +500,9 @@ impl HttpSink {
                             tracing::warn!(
                                 url = %self.url,
                                 reason = %reason,
+                                detail = %detail,
                                 retry_in = ?delay,
-                                "Endpoint did not take the batch ({detail}); retrying with backoff."
+                                "Endpoint did not take the batch; retrying with backoff."
                             );
                         }
                         streak = Some(reason);
@@ -497,9 +510,10 @@ impl HttpSink {
                         tracing::debug!(
                             url = %self.url,
                             reason = %reason,
+                            detail = %detail,
                             attempt = failures,
                             retry_in = ?delay,
-                            "Endpoint still not taking the batch ({detail})."
+                            "Endpoint still not taking the batch."
                         );
                     }
                     if !pause(delay, &cancel).await {
@@ -612,7 +626,8 @@ impl HttpSink {
         tracing::error!(
             url = %self.url,
             events = n,
-            "Dead-lettering events the endpoint refused for good: {reason}"
+            reason,
+            "Dead-lettering events the endpoint refused for good."
         );
         let owned = reason.to_owned();
         match outbox_call(outbox, move |o| o.dead_letter(&ids, &owned)).await {
@@ -959,6 +974,10 @@ mod tests {
         let mut c = EndpointConfig::new("https://example.com/");
         c.batch_max_events = 0;
         assert!(matches!(HttpSink::new(c), Err(SinkError::ZeroBatchSize)));
+
+        let mut c = EndpointConfig::new("https://example.com/");
+        c.poll_interval = Duration::ZERO;
+        assert!(err(c).contains("pollInterval must be longer than zero"));
 
         let mut c = EndpointConfig::new("https://example.com/");
         c.client_cert = Some("/c.pem".into());

@@ -152,7 +152,8 @@ impl TokenFile {
             Err(problem) if state.reported.as_ref() != Some(problem) => {
                 tracing::warn!(
                     path = %self.path.display(),
-                    "{problem}; nothing is sent to the endpoint until it holds a token"
+                    problem = %problem,
+                    "No bearer token: nothing is sent to the endpoint until the token file holds one."
                 );
                 state.reported = Some(problem.clone());
             }
