@@ -18,13 +18,13 @@
 //!   exponential backoff ([`Backoff`]: base [`BACKOFF_BASE`], cap [`BACKOFF_CAP`]). When
 //!   the server sent `Retry-After` (seconds or HTTP-date, at most [`RETRY_AFTER_MAX`]) the
 //!   wait is the larger of it and the backoff: never sooner than asked, and no hot loop on a
-//!   server that keeps answering `Retry-After: 0`. The batch is peeked again from the outbox, so a retry carries the same events
-//!   (plus newer ones if the batch was not full).
+//!   server that keeps answering `Retry-After: 0`. The batch is peeked again from the outbox,
+//!   so a retry carries the same events (plus newer ones if the batch was not full).
 //! - **413**: the batch is split in halves, each sent on its own; a single event still
 //!   answered 413 is dead-lettered.
-//! - **any other status** (other 4xx, 3xx): the batch is dead-lettered at once, with one
-//!   ERROR line giving the status and at most [`BODY_EXCERPT_CHARS`] characters of the
-//!   body, and the sink moves on: a refused batch never loops.
+//! - **any other status** (other 4xx including 401 and 403, 3xx): the batch is dead-lettered
+//!   at once, with one ERROR line giving the status and at most [`BODY_EXCERPT_CHARS`]
+//!   characters of the body, and the sink moves on: a refused batch never loops.
 //!
 //! A response body is read up to [`MAX_RESPONSE_BODY`] bytes and the rest dropped.
 //!
@@ -47,19 +47,20 @@
 //! # Bearer token
 //! Read from `token_file` before each send; read again only when the file changed (device,
 //! inode, size or mtime: the kubelet rotates a projected token by swapping a symlink to a new
-//! file) or the copy is older than [`TOKEN_REREAD_INTERVAL`]. A missing, empty or unreadable file means no request
-//! is sent: the batch waits, logged once per change of the problem, re-checked at least every
-//! [`TOKEN_RECHECK_INTERVAL`]. A 401 makes the next send re-read the file. The token is never
-//! logged.
+//! file) or the copy is older than [`TOKEN_REREAD_INTERVAL`]. A missing, empty or unreadable
+//! file means no request is sent: the batch waits, logged once per change of the problem,
+//! re-checked at least every [`TOKEN_RECHECK_INTERVAL`]. A 401 makes the next send re-read the
+//! file. The token is never logged.
 //!
 //! # TLS
 //! rustls with the ring provider (installed as the process default if none is). Without
 //! `ca_file` the server is verified against the system's trust store (rustls-platform-verifier:
 //! on Linux the PEM bundle found via `SSL_CERT_FILE`/`SSL_CERT_DIR` or the usual
-//! `/etc/ssl/certs` paths, read from disk, no network); a system with no CA certificates at all
-//! is a construction error. With `ca_file`, **only** the certificates in that PEM bundle are
-//! trusted (a private CA must not widen into "any public CA too", and the system store must not
-//! be required). `client_cert` + `client_key` (PEM; PKCS#8, PKCS#1 or SEC1 key) enable mTLS.
+//! `/etc/ssl/certs` paths, read from disk once at construction, no network); a system with no
+//! CA certificates at all is a construction error. With `ca_file`, **only** the certificates
+//! in that PEM bundle are trusted (a private CA must not widen into "any public CA too", and
+//! the system store must not be required). `client_cert` + `client_key` (PEM; a PKCS#8,
+//! PKCS#1 or SEC1 key) enable mTLS; they are read once, at construction.
 //!
 //! # Plain HTTP
 //! `http://` is accepted (a collector on the node, such as Vector or an OpenTelemetry
@@ -137,7 +138,7 @@ pub trait Outbox: Send + Sync + 'static {
 /// [`HttpSink::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointConfig {
-    /// `https://…` or `http://…`; no credentials in it (they would be logged): use `token_file`.
+    /// `https://…` or `http://…`; no credentials in it (URLs are logged): use `token_file`.
     pub url: String,
     /// File holding a bearer token (e.g. a projected service-account token).
     pub token_file: Option<PathBuf>,
@@ -337,9 +338,13 @@ impl HttpSink {
         })?;
 
         if https {
+            let trust = cfg.ca_file.as_deref().map_or_else(
+                || "system trust store".to_owned(),
+                |p| p.display().to_string(),
+            );
             tracing::info!(
                 url = %url,
-                ca = %cfg.ca_file.as_deref().map_or("system trust store".into(), |p| p.display().to_string()),
+                ca = %trust,
                 mtls = cfg.client_cert.is_some(),
                 bearer = cfg.token_file.is_some(),
                 "Endpoint sink configured."
@@ -447,7 +452,10 @@ impl HttpSink {
                 Ok(b) => b,
                 Err(e) => {
                     metrics.outbox_error();
-                    tracing::warn!(error = %e, "Reading the outbox failed; trying again after a backoff.");
+                    tracing::warn!(
+                        error = %e,
+                        "Reading the outbox failed; trying again after a backoff."
+                    );
                     let delay = self.backoff.delay(failures);
                     failures = failures.saturating_add(1);
                     if !pause(delay, &cancel).await {
@@ -558,7 +566,11 @@ impl HttpSink {
                         return Round::OutboxFailed;
                     }
                     metrics.delivered(n);
-                    tracing::debug!(url = %self.url, events = n, "Delivered events to the endpoint.");
+                    tracing::debug!(
+                        url = %self.url,
+                        events = n,
+                        "Delivered events to the endpoint."
+                    );
                 }
                 Outcome::Rejected { status, reason } => {
                     metrics.failed(FailureReason::Rejected);
@@ -636,7 +648,11 @@ impl HttpSink {
                 true
             }
             Err(e) => {
-                tracing::warn!(events = n, error = %e, "Dead-lettering events in the outbox failed; they will be sent again.");
+                tracing::warn!(
+                    events = n,
+                    error = %e,
+                    "Dead-lettering events in the outbox failed; they will be sent again."
+                );
                 false
             }
         }
@@ -903,9 +919,10 @@ mod tests {
             }
         }
         for code in [301, 400, 401, 403, 404, 422] {
+            let outcome = classify(s(code), None, b"x");
             assert!(
-                matches!(classify(s(code), None, b"x"), Outcome::Rejected { status: Some(c), .. } if c == code),
-                "{code}"
+                matches!(outcome, Outcome::Rejected { status: Some(c), .. } if c == code),
+                "{code}: {outcome:?}"
             );
         }
     }
