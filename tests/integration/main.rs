@@ -9,6 +9,7 @@ mod util;
 mod check;
 mod cli;
 mod hostile;
+mod http_sink;
 
 mod containerd;
 mod kube_proxy;

@@ -3,6 +3,7 @@
 
 pub mod cloudevents;
 pub mod console;
+pub mod http;
 pub mod metrics;
 pub mod summary;
 
