@@ -22,7 +22,11 @@
 //!   so a retry carries the same events (plus newer ones if the batch was not full).
 //! - **413**: the batch is split in halves, each sent on its own; a single event still
 //!   answered 413 is dead-lettered.
-//! - **any other status** (other 4xx including 401 and 403, 3xx): the batch is dead-lettered
+//! - **401**: the token was stale or refused; the token file is re-read and the batch retried
+//!   with the same backoff (projected tokens rotate: dead-lettering on a rotation race would
+//!   lose findings). A token that stays refused keeps events in the outbox, whose bound and
+//!   overflow policy then apply, and the failures are counted as `token_unavailable`.
+//! - **any other status** (other 4xx including 403, 3xx): the batch is dead-lettered
 //!   at once, with one ERROR line giving the status and at most [`BODY_EXCERPT_CHARS`]
 //!   characters of the body, and the sink moves on: a refused batch never loops.
 //!
@@ -701,6 +705,7 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> O
     };
     match status.as_u16() {
         200..=299 => Outcome::Delivered,
+        401 => retry(FailureReason::TokenUnavailable),
         408 => retry(FailureReason::RequestTimeout),
         429 => retry(FailureReason::RateLimited),
         413 => Outcome::TooLarge,
@@ -902,6 +907,7 @@ mod tests {
         assert_eq!(classify(s(413), None, b""), Outcome::TooLarge);
         let after = Some(Duration::from_secs(1));
         for (code, reason) in [
+            (401, FailureReason::TokenUnavailable),
             (408, FailureReason::RequestTimeout),
             (429, FailureReason::RateLimited),
             (500, FailureReason::ServerError),
@@ -918,7 +924,7 @@ mod tests {
                 other => panic!("{code}: {other:?}"),
             }
         }
-        for code in [301, 400, 401, 403, 404, 422] {
+        for code in [301, 400, 403, 404, 422] {
             let outcome = classify(s(code), None, b"x");
             assert!(
                 matches!(outcome, Outcome::Rejected { status: Some(c), .. } if c == code),
