@@ -6,9 +6,11 @@
 pub mod baseline;
 pub mod check;
 pub mod clock;
+pub mod config;
 pub mod facts;
 pub mod finding;
 pub mod host;
 pub mod inspect;
 pub mod ledger;
 pub mod report;
+pub mod yamlpos;
