@@ -355,7 +355,7 @@ impl Ledger {
         if let Err(e) = &out
             && e.is_io()
         {
-            tracing::warn!(path = %self.path.display(), error = %e, "Ledger write failed; the store will be reopened before the next call.");
+            tracing::warn!(path = %self.path.display(), error = %e, "Ledger I/O failed; the store is reopened before the next call.");
             self.needs_reopen.store(true, Ordering::Release);
         }
         out
@@ -397,15 +397,6 @@ impl Ledger {
     fn context(&self, e: LedgerError) -> LedgerError {
         match e {
             LedgerError::Storage { path, source } if path.is_empty() => self.storage(source),
-            LedgerError::Record {
-                path,
-                record,
-                source,
-            } if path.is_empty() => LedgerError::Record {
-                path: self.path_str(),
-                record,
-                source,
-            },
             e => e,
         }
     }
