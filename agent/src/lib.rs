@@ -6,6 +6,7 @@
 pub mod baseline;
 pub mod check;
 pub mod clock;
+pub mod config;
 pub mod facts;
 pub mod finding;
 pub mod host;
@@ -13,3 +14,4 @@ pub mod inspect;
 pub mod ledger;
 pub mod report;
 pub mod run;
+pub mod yamlpos;

@@ -3,10 +3,56 @@
 //! It holds each finding's lifecycle (opened, last seen, resolved, occurrences), the time since
 //! which a reboot is pending, and the delivery outbox of CloudEvents. Sinks consume the
 //! [`Transition`]s it returns, never raw scans: an open finding is reported once.
+//!
+//! The store is one redb file, `<state dir>/nodedrift.redb` (directory created 0700, file 0600),
+//! opened with [`Ledger::open`]. Every call is one transaction: the file never holds half an
+//! evaluation or half a push, whatever kills the process. The file carries a schema version;
+//! a newer one than this build knows is refused, an older one is migrated on open. A file that
+//! cannot be opened (corrupt, not a redb file, locked by another process) is an error naming
+//! it, never silently recreated: the daemon decides.
+//!
+//! # Finding lifecycle ([`Ledger::apply`])
+//!
+//! A finding is identified by its [`FindingKey`] (rule id and concrete fact path).
+//!
+//! | status in this evaluation | key not open                      | key open                                         |
+//! |---------------------------|-----------------------------------|--------------------------------------------------|
+//! | `fail`                    | **Opened**: generation + 1, occurrences 1, opened_at = now | no transition; last_seen = now, occurrences + 1, finding updated |
+//! | `pass`                    | nothing                           | **Resolved** (with the passing finding)           |
+//! | `unknown`                 | nothing                           | no transition; stays open unchanged (unknown is not healthy) |
+//! | absent, component in scope| —                                 | **Resolved** (rule removed, wildcard element gone; with the last failing finding) |
+//! | absent, component out of scope | —                            | untouched (partial re-check of other components) |
+//!
+//! The generation survives resolution, so a key that opens again gets a new generation (and
+//! new event ids). State survives restarts: re-applying the same failing findings after
+//! reopening yields no `Opened`; a finding that passes at the first evaluation after a restart
+//! is `Resolved`.
+//!
+//! # Reboot pending ([`Ledger::set_reboot_pending`])
+//!
+//! The first `pending = true` records its start (`Started`); while it stays pending the earliest
+//! trustworthy start is kept (a start in the future is not trusted); `pending = false` clears it
+//! (`Cleared`).
+//!
+//! # Outbox
+//!
+//! See [`outbox`] for the queue and its overflow policy.
+//!
+//! # Errors and the disk
+//!
+//! A write that fails (disk full, I/O error) returns a [`LedgerError`] and commits nothing; the
+//! last committed state stays intact. The handle is then reopened on the next call (redb
+//! refuses further use of a handle after an I/O error), so writes resume when space returns.
 
 use serde::{Deserialize, Serialize};
 
 use crate::finding::Finding;
+
+pub mod outbox;
+mod store;
+
+pub use outbox::{DroppedEvent, OutboxLimits, OutboxStats, PushOutcome};
+pub use store::{FILE_NAME, Ledger, LedgerError, OpenFinding, RebootChange, SCHEMA_VERSION};
 
 /// What identifies a finding across scans: its rule and concrete fact path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -53,3 +99,6 @@ pub struct Transition {
     /// so a finding that opens, resolves and opens again yields distinct events.
     pub generation: u64,
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,542 @@
+//! The ledger's file store: opening `<state dir>/nodedrift.redb`, its schema, and the finding
+//! and reboot lifecycles (the outbox is in `outbox.rs`).
+//!
+//! One redb write transaction per call: a call either commits everything it changed or
+//! nothing, so a crash never leaves half an evaluation behind. After an I/O error (a full disk)
+//! redb refuses every later transaction on the same handle; the ledger then drops the handle and
+//! reopens the file on the next call, which runs redb's recovery, so writing resumes as soon as
+//! the disk has room again.
+
+use std::collections::HashSet;
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+use super::outbox::OutboxLimits;
+use super::{Change, FindingKey, Transition};
+use crate::finding::{Finding, Status};
+
+/// The store's file name inside the state directory.
+pub const FILE_NAME: &str = "nodedrift.redb";
+
+/// The schema this build writes. Bump it together with a new entry in [`MIGRATIONS`].
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Migrations from version `i + 1` to `i + 2`, applied in order inside the opening transaction.
+/// Empty: version 1 is the first schema.
+const MIGRATIONS: &[Migration] = &[];
+
+/// One schema migration, run inside the opening write transaction.
+type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
+
+/// Page cache redb may use. Its default (1 GiB) suits a database server, not a node agent whose
+/// store holds at most a few thousand findings and the bounded outbox.
+const CACHE_BYTES: usize = 8 << 20;
+
+/// `meta`: schema version and counters.
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new(META_NAME);
+const META_NAME: &str = "meta";
+/// `open_findings`: (rule, path) → JSON [`OpenFinding`].
+const OPEN_FINDINGS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("open_findings");
+/// `generations`: (rule, path) → how many times the key has been opened. Kept after a finding
+/// resolves, so the next open gets a new generation (and new event ids).
+const GENERATIONS: TableDefinition<(&str, &str), u64> = TableDefinition::new("generations");
+/// `times`: named Unix times (the reboot-pending start).
+const TIMES: TableDefinition<&str, i64> = TableDefinition::new("times");
+
+const KEY_SCHEMA_VERSION: &str = "schema_version";
+const KEY_REBOOT_SINCE: &str = "reboot_pending_since";
+
+/// A ledger that cannot be opened, read or written. Every variant names the store file.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("{path}: cannot create the state directory: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot open the ledger: {source}")]
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
+    #[error(
+        "{path}: ledger schema version {found} is newer than this build supports \
+         ({supported}); run a newer nodedrift or move the file away"
+    )]
+    NewerSchema {
+        path: String,
+        found: u64,
+        supported: u64,
+    },
+    #[error("{path}: not a nodedrift ledger (it has tables {tables} but no schema version)")]
+    Foreign { path: String, tables: String },
+    #[error("{path}: {source}")]
+    Storage { path: String, source: redb::Error },
+    #[error("{path}: record {record}: {source}")]
+    Record {
+        path: String,
+        record: String,
+        source: serde_json::Error,
+    },
+    #[error("{path}: the ledger could not be reopened after an earlier I/O error")]
+    Closed { path: String },
+}
+
+impl LedgerError {
+    /// Whether the error came from the file system (disk full, I/O error): the store handle must
+    /// be reopened before it can be used again.
+    fn is_io(&self) -> bool {
+        matches!(
+            self,
+            Self::Storage {
+                source: redb::Error::Io(_) | redb::Error::PreviousIo,
+                ..
+            }
+        )
+    }
+}
+
+/// A finding that is currently open (failing), as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenFinding {
+    pub key: FindingKey,
+    /// The finding as last seen failing.
+    pub finding: Finding,
+    /// Unix seconds this open period began.
+    pub opened_at: i64,
+    /// Unix seconds of the last evaluation that saw it failing.
+    pub last_seen: i64,
+    /// Evaluations that saw it failing in this open period.
+    pub occurrences: u64,
+    /// How many times the key has been opened, this period included.
+    pub generation: u64,
+}
+
+/// What [`Ledger::set_reboot_pending`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootChange {
+    /// A reboot became pending (it was not before); `since` is the time recorded.
+    Started { since: i64 },
+    /// The pending reboot happened (or its marker disappeared); `since` was its start.
+    Cleared { since: i64 },
+    /// Nothing changed state (an earlier trustworthy `since` may still have been recorded).
+    Unchanged,
+}
+
+/// The embedded store. `Send + Sync`: share it with an `Arc`; calls serialize on redb's single
+/// writer and never block readers.
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    pub(super) limits: OutboxLimits,
+    db: RwLock<Option<Database>>,
+    /// Set after an I/O error: the next call reopens the file first.
+    needs_reopen: AtomicBool,
+}
+
+impl Ledger {
+    /// Opens (or creates) `<state_dir>/nodedrift.redb` with the default outbox limits.
+    pub fn open(state_dir: &Path) -> Result<Self, LedgerError> {
+        Self::open_with(state_dir, OutboxLimits::default())
+    }
+
+    /// Opens (or creates) the store. The state directory is created with mode 0700 when
+    /// missing, the file with 0600. A file that is not a redb database, is corrupt, is locked by
+    /// another process, or carries a newer schema is an error naming it: it is never recreated.
+    pub fn open_with(state_dir: &Path, limits: OutboxLimits) -> Result<Self, LedgerError> {
+        let path = state_dir.join(FILE_NAME);
+        if !state_dir.is_dir() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(state_dir)
+                .map_err(|source| LedgerError::StateDir {
+                    path: state_dir.display().to_string(),
+                    source,
+                })?;
+        }
+        let db = open_database(&path)?;
+        Ok(Self {
+            path,
+            limits,
+            db: RwLock::new(Some(db)),
+            needs_reopen: AtomicBool::new(false),
+        })
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies one evaluation and returns the lifecycle transitions, in order: first those of
+    /// `findings` (in their order), then the keys resolved because they disappeared (by key).
+    ///
+    /// `scope` names the components that were evaluated (`None`: all of them). Open findings
+    /// of other components are left untouched, so a partial re-check of one component does not
+    /// resolve the others. A key given twice counts once (its first occurrence).
+    pub fn apply(
+        &self,
+        findings: &[Finding],
+        scope: Option<&[&str]>,
+        now: i64,
+    ) -> Result<Vec<Transition>, LedgerError> {
+        self.write(|txn| {
+            let mut open = txn.open_table(OPEN_FINDINGS)?;
+            let mut generations = txn.open_table(GENERATIONS)?;
+            let mut transitions = Vec::new();
+            let mut seen: HashSet<(&str, &str)> = HashSet::new();
+            for f in findings {
+                let k = (f.rule.as_str(), f.path.as_str());
+                if !seen.insert(k) {
+                    continue;
+                }
+                let current: Option<OpenFinding> = match open.get(k)? {
+                    Some(v) => Some(self.decode(&f.rule, &f.path, v.value())?),
+                    None => None,
+                };
+                match (f.status, current) {
+                    (Status::Fail, Some(mut rec)) => {
+                        rec.finding = f.clone();
+                        rec.last_seen = now;
+                        rec.occurrences += 1;
+                        open.insert(k, self.encode(&rec)?.as_slice())?;
+                    }
+                    (Status::Fail, None) => {
+                        let generation = generations.get(k)?.map(|g| g.value()).unwrap_or(0) + 1;
+                        generations.insert(k, generation)?;
+                        let rec = OpenFinding {
+                            key: FindingKey::of(f),
+                            finding: f.clone(),
+                            opened_at: now,
+                            last_seen: now,
+                            occurrences: 1,
+                            generation,
+                        };
+                        open.insert(k, self.encode(&rec)?.as_slice())?;
+                        transitions.push(transition(Change::Opened, rec, None));
+                    }
+                    (Status::Pass, Some(rec)) => {
+                        open.remove(k)?;
+                        let rec = OpenFinding {
+                            finding: f.clone(),
+                            ..rec
+                        };
+                        transitions.push(transition(Change::Resolved, rec, Some(now)));
+                    }
+                    // Unknown is not healthy: an open finding stays open, unchanged. Passing or
+                    // unknown findings that are not open have no lifecycle.
+                    (Status::Unknown, _) | (Status::Pass, None) => {}
+                }
+            }
+            let mut gone = Vec::new();
+            for entry in open.iter()? {
+                let (k, v) = entry?;
+                let (rule, path) = k.value();
+                if seen.contains(&(rule, path)) {
+                    continue;
+                }
+                let rec = self.decode(rule, path, v.value())?;
+                let in_scope = scope.is_none_or(|s| s.contains(&rec.finding.component.as_str()));
+                if in_scope {
+                    gone.push(rec);
+                }
+            }
+            for rec in gone {
+                open.remove((rec.key.rule.as_str(), rec.key.path.as_str()))?;
+                transitions.push(transition(Change::Resolved, rec, Some(now)));
+            }
+            Ok(transitions)
+        })
+    }
+
+    /// Every open finding, by key.
+    pub fn open_findings(&self) -> Result<Vec<OpenFinding>, LedgerError> {
+        self.read(|txn| {
+            let open = txn.open_table(OPEN_FINDINGS)?;
+            let mut out = Vec::new();
+            for entry in open.iter()? {
+                let (k, v) = entry?;
+                let (rule, path) = k.value();
+                out.push(self.decode(rule, path, v.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Unix seconds since when a reboot is pending, if one is.
+    pub fn reboot_pending_since(&self) -> Result<Option<i64>, LedgerError> {
+        self.read(|txn| {
+            let times = txn.open_table(TIMES)?;
+            Ok(times.get(KEY_REBOOT_SINCE)?.map(|v| v.value()))
+        })
+    }
+
+    /// Records whether a reboot is pending. `since` is the start the inspector observed (for
+    /// instance the marker file's mtime); it is trusted only when it is not in the future
+    /// (`since <= now`), else `now` is used. While a reboot stays pending the earliest trusted
+    /// start is kept: a later marker rewrite does not move it forward.
+    pub fn set_reboot_pending(
+        &self,
+        pending: bool,
+        since: Option<i64>,
+        now: i64,
+    ) -> Result<RebootChange, LedgerError> {
+        let observed = since.filter(|s| *s <= now);
+        self.write(|txn| {
+            let mut times = txn.open_table(TIMES)?;
+            let stored = times.get(KEY_REBOOT_SINCE)?.map(|v| v.value());
+            Ok(match (pending, stored) {
+                (true, None) => {
+                    let since = observed.unwrap_or(now);
+                    times.insert(KEY_REBOOT_SINCE, since)?;
+                    RebootChange::Started { since }
+                }
+                (true, Some(old)) => {
+                    if let Some(s) = observed.filter(|s| *s < old) {
+                        times.insert(KEY_REBOOT_SINCE, s)?;
+                    }
+                    RebootChange::Unchanged
+                }
+                (false, Some(since)) => {
+                    times.remove(KEY_REBOOT_SINCE)?;
+                    RebootChange::Cleared { since }
+                }
+                (false, None) => RebootChange::Unchanged,
+            })
+        })
+    }
+
+    /// Runs `f` in one write transaction and commits it; on any error nothing is committed.
+    pub(super) fn write<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.storage(e))?;
+            let out = f(&txn)?;
+            txn.commit().map_err(|e| self.storage(e))?;
+            Ok(out)
+        })
+    }
+
+    /// Runs `f` in one read transaction (a consistent snapshot).
+    pub(super) fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.storage(e))?;
+            f(&txn)
+        })
+    }
+
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        if self.needs_reopen.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let guard = self.db_read();
+        let db = guard.as_ref().ok_or_else(|| LedgerError::Closed {
+            path: self.path_str(),
+        })?;
+        let out = f(db).map_err(|e| self.context(e));
+        if let Err(e) = &out
+            && e.is_io()
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "Ledger I/O failed; the store is reopened before the next call.");
+            self.needs_reopen.store(true, Ordering::Release);
+        }
+        out
+    }
+
+    /// Drops the failed handle and opens the file again (redb recovers the last commit).
+    fn reopen(&self) -> Result<(), LedgerError> {
+        let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if !self.needs_reopen.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // The old handle holds the file lock: it must be gone before the file is opened again.
+        drop(guard.take());
+        let db = open_database(&self.path)?;
+        *guard = Some(db);
+        self.needs_reopen.store(false, Ordering::Release);
+        tracing::info!(path = %self.path.display(), "Ledger reopened after an I/O error.");
+        Ok(())
+    }
+
+    fn db_read(&self) -> RwLockReadGuard<'_, Option<Database>> {
+        // A panic while holding the lock cannot leave the Database inconsistent (redb's own
+        // transactions guard that), so a poisoned lock is still usable.
+        self.db.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn path_str(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    pub(super) fn storage(&self, e: impl Into<redb::Error>) -> LedgerError {
+        LedgerError::Storage {
+            path: self.path_str(),
+            source: e.into(),
+        }
+    }
+
+    /// Fills in the path of errors raised by `?` on redb calls inside transactions.
+    fn context(&self, e: LedgerError) -> LedgerError {
+        match e {
+            LedgerError::Storage { path, source } if path.is_empty() => self.storage(source),
+            e => e,
+        }
+    }
+
+    fn decode(&self, rule: &str, path: &str, bytes: &[u8]) -> Result<OpenFinding, LedgerError> {
+        serde_json::from_slice(bytes).map_err(|source| LedgerError::Record {
+            path: self.path_str(),
+            record: format!("open_findings[{rule} {path}]"),
+            source,
+        })
+    }
+
+    fn encode(&self, rec: &OpenFinding) -> Result<Vec<u8>, LedgerError> {
+        serde_json::to_vec(rec).map_err(|source| LedgerError::Record {
+            path: self.path_str(),
+            record: format!("open_findings[{} {}]", rec.key.rule, rec.key.path),
+            source,
+        })
+    }
+}
+
+/// Lets `?` turn redb errors inside transactions into [`LedgerError::Storage`];
+/// [`Ledger::with_db`] fills in the path.
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for LedgerError {
+            fn from(e: $t) -> Self {
+                Self::Storage { path: String::new(), source: e.into() }
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+fn transition(change: Change, rec: OpenFinding, resolved_at: Option<i64>) -> Transition {
+    Transition {
+        change,
+        key: rec.key,
+        finding: rec.finding,
+        opened_at: rec.opened_at,
+        resolved_at,
+        occurrences: rec.occurrences,
+        generation: rec.generation,
+    }
+}
+
+/// Opens or creates the redb file and brings its schema to [`SCHEMA_VERSION`].
+fn open_database(path: &Path) -> Result<Database, LedgerError> {
+    let name = || path.display().to_string();
+    if !path.exists() {
+        // Create it ourselves so it gets 0600: it holds the node's findings.
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| LedgerError::Open {
+                path: name(),
+                source: redb::DatabaseError::Storage(redb::StorageError::Io(e)),
+            })?;
+    }
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        // A plain open trusts a cleanly closed file and may panic on one damaged outside redb;
+        // the check turns that into an error. The store is small, so reading it whole is cheap.
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(|source| LedgerError::Open {
+            path: name(),
+            source,
+        })?;
+    match init_schema(&db) {
+        Ok(Schema::Ready) => Ok(db),
+        Ok(Schema::Newer(found)) => Err(LedgerError::NewerSchema {
+            path: name(),
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+        Ok(Schema::Foreign(tables)) => Err(LedgerError::Foreign {
+            path: name(),
+            tables,
+        }),
+        Err(source) => Err(LedgerError::Storage {
+            path: name(),
+            source,
+        }),
+    }
+}
+
+/// What [`init_schema`] found.
+enum Schema {
+    /// At [`SCHEMA_VERSION`] (created or migrated) and every table exists.
+    Ready,
+    /// Written by a newer build.
+    Newer(u64),
+    /// A redb file of something else (its table names).
+    Foreign(String),
+}
+
+/// Checks the schema version, migrates an older store, creates missing tables; one
+/// transaction, committed only when the store is ready.
+fn init_schema(db: &Database) -> Result<Schema, redb::Error> {
+    let txn = db.begin_write()?;
+    let found = txn
+        .open_table(META)?
+        .get(KEY_SCHEMA_VERSION)?
+        .map(|v| v.value());
+    match found {
+        Some(v) if v > SCHEMA_VERSION => return Ok(Schema::Newer(v)),
+        Some(v) => {
+            let from = usize::try_from(v.saturating_sub(1)).unwrap_or(usize::MAX);
+            for (i, migrate) in MIGRATIONS.iter().enumerate().skip(from) {
+                migrate(&txn)?;
+                tracing::info!(from = i + 1, to = i + 2, "Ledger schema migrated.");
+            }
+        }
+        None => {
+            let tables: Vec<String> = txn
+                .list_tables()?
+                .map(|t| redb::TableHandle::name(&t).to_owned())
+                .filter(|n| n != META_NAME)
+                .collect();
+            if !tables.is_empty() {
+                return Ok(Schema::Foreign(tables.join(", ")));
+            }
+        }
+    }
+    txn.open_table(META)?
+        .insert(KEY_SCHEMA_VERSION, SCHEMA_VERSION)?;
+    // Create every table so readers never meet a missing one.
+    txn.open_table(OPEN_FINDINGS)?;
+    txn.open_table(GENERATIONS)?;
+    txn.open_table(TIMES)?;
+    super::outbox::create_tables(&txn)?;
+    txn.commit()?;
+    Ok(Schema::Ready)
+}
