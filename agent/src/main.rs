@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use nodedrift::baseline::{self, Baseline, profiles};
 use nodedrift::check::{self, CheckError, CheckOptions};
+use nodedrift::config::Config;
 use nodedrift::host::HostRoot;
 use nodedrift::inspect;
 use nodedrift::report::{self, Format, console};
@@ -73,16 +74,32 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Color::Auto)]
         color: Color,
     },
-    /// Run continuously: re-check on every change and report it (metrics, health).
+    /// Run continuously: re-check on every change and report it (central endpoint, Node
+    /// object, metrics). Settings: the config file, then NODEDRIFT_*/NODE_NAME environment
+    /// variables, then these flags.
     Run {
-        #[command(flatten)]
-        host: HostArgs,
-        #[command(flatten)]
-        baseline: BaselineArgs,
+        /// The YAML config file (every key documented in the README).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Directory the host's filesystem is mounted at.
+        #[arg(long, value_name = "DIR")]
+        host_root: Option<PathBuf>,
+        /// Where the state store lives.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         /// Metrics and health listen address.
-        #[arg(long, env = "NODEDRIFT_LISTEN", default_value = "0.0.0.0:9101")]
-        listen: String,
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// Use this embedded profile instead of detecting one from the host.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(profiles::NAMES))]
+        profile: Option<String>,
+        /// Baseline file layered over the profile (repeatable; replaces the config's list).
+        #[arg(long = "baseline", value_name = "FILE")]
+        baselines: Vec<PathBuf>,
     },
+    /// Validate a `nodedrift run` config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print the facts the inspectors gather, as JSON.
     Inspect {
         /// Only this component.
@@ -94,6 +111,15 @@ enum Command {
     /// Validate or show baselines.
     #[command(subcommand)]
     Baseline(BaselineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a config file: syntax, unknown keys, values. Errors name file:line:column: key.
+    Validate {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,21 +214,43 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(check::exit_code(&report.summary))
         }
         Command::Run {
-            host,
-            baseline,
+            config,
+            host_root,
+            state_dir,
             listen,
+            profile,
+            baselines,
         } => {
-            let mut settings = run::default_settings(host.host_root);
-            settings.engine.profile = baseline.profile;
-            settings.engine.baselines = baseline.baselines;
-            settings.listen = listen;
+            let mut cfg = match Config::load(config.as_deref(), &nodedrift::config::process_env) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("nodedrift: error: {e}");
+                    termination_log(&format!("nodedrift: error: {e}"));
+                    return Ok(EXIT_USAGE);
+                }
+            };
+            if let Some(v) = host_root {
+                cfg.host_root = v;
+            }
+            if let Some(v) = state_dir {
+                cfg.state_dir = v;
+            }
+            if let Some(v) = listen {
+                cfg.listen = v;
+            }
+            if profile.is_some() {
+                cfg.profile = profile;
+            }
+            if !baselines.is_empty() {
+                cfg.baselines = baselines;
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
             let cancel = tokio_util::sync::CancellationToken::new();
-            let result = runtime.block_on(run::run(settings, cancel));
+            let result = runtime.block_on(run::run(cfg, cancel));
             // Everything has stopped; do not let an idle blocking thread delay the exit.
             runtime.shutdown_timeout(std::time::Duration::from_millis(100));
             match result {
@@ -213,6 +261,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     Ok(EXIT_USAGE)
                 }
                 Err(e) => Err(e.into()),
+            }
+        }
+        Command::Config(ConfigCommand::Validate { file }) => {
+            match Config::load(Some(&file), &nodedrift::config::process_env) {
+                Ok(_) => {
+                    println!("{}: valid", file.display());
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("nodedrift: error: {e}");
+                    Ok(EXIT_USAGE)
+                }
             }
         }
         Command::Inspect { component, host } => {

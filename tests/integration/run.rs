@@ -16,6 +16,7 @@ use crate::util::{nodedrift, prepared_host};
 pub struct Agent {
     child: Child,
     pub addr: String,
+    pub state: tempfile::TempDir,
 }
 
 impl Drop for Agent {
@@ -32,8 +33,20 @@ impl Agent {
     /// Starts `nodedrift run --host-root ROOT --listen 127.0.0.1:0 extra...` and waits until it
     /// says where it listens.
     pub fn start(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_with_state(root, tempfile::tempdir().unwrap(), extra, env)
+    }
+
+    /// Like [`Agent::start`], with the given state directory (to restart on the same ledger).
+    pub fn start_with_state(
+        root: &Path,
+        state: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = nodedrift();
-        cmd.args(["run", "--listen", "127.0.0.1:0", "--host-root"])
+        cmd.args(["run", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state.path())
+            .arg("--host-root")
             .arg(root)
             .args(extra)
             .env("RUST_LOG", "nodedrift=info")
@@ -56,7 +69,7 @@ impl Agent {
         let addr = rx
             .recv_timeout(PATIENCE)
             .expect("the agent reports its listen address");
-        Self { child, addr }
+        Self { child, addr, state }
     }
 
     pub fn pid(&self) -> Pid {
@@ -111,12 +124,18 @@ impl Agent {
     }
 
     /// Sends SIGTERM and returns the exit code.
-    pub fn terminate(mut self) -> Option<i32> {
-        kill(self.pid(), Signal::SIGTERM).unwrap();
+    pub fn terminate(self) -> Option<i32> {
+        self.stop(Signal::SIGTERM).0
+    }
+
+    /// Sends `signal`, waits for the exit, and hands back the state directory.
+    pub fn stop(mut self, signal: Signal) -> (Option<i32>, tempfile::TempDir) {
+        kill(self.pid(), signal).unwrap();
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
+                let state = std::mem::replace(&mut self.state, tempfile::tempdir().unwrap());
+                return (s.code(), state);
             }
             assert!(Instant::now() < deadline, "did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
@@ -242,7 +261,9 @@ fn an_invalid_baseline_at_start_exits_64() {
     .unwrap();
     let out = crate::util::run_bounded(
         nodedrift()
-            .args(["run", "--listen", "127.0.0.1:0", "--host-root"])
+            .args(["run", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(dir.path().join("state"))
+            .arg("--host-root")
             .arg(host.path())
             .arg("--baseline")
             .arg(&bad),

@@ -17,6 +17,15 @@ pub fn nodedrift() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nodedrift"));
     c.env_remove("NODEDRIFT_HOST_ROOT")
         .env_remove("NODEDRIFT_PROFILE")
+        .env_remove("NODEDRIFT_STATE_DIR")
+        .env_remove("NODEDRIFT_ENDPOINT")
+        .env_remove("NODEDRIFT_TOKEN_FILE")
+        .env_remove("NODEDRIFT_CA_FILE")
+        .env_remove("NODEDRIFT_LISTEN")
+        .env_remove("NODE_NAME")
+        .env_remove("POD_NAME")
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "warn");
     c

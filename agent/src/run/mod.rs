@@ -5,11 +5,11 @@
 //! Every loop takes the same cancellation token; SIGTERM drains within the grace period.
 
 pub mod engine;
+pub mod publish;
 pub mod systemd;
 pub mod triggers;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -18,29 +18,25 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use self::engine::{Engine, EngineError, EngineOptions};
+use self::publish::{LedgerOutbox, Publisher};
 use self::triggers::{FileWatcher, Trigger, Triggers};
+use crate::config::Config;
 use crate::host::HostRoot;
 use crate::inspect;
-use crate::report::metrics::{self, Health, Metrics, ResultLabels, ScopeLabels};
+use crate::ledger::{Ledger, OutboxLimits};
+use crate::report::http::{EndpointConfig, HttpSink, SinkMetrics};
+use crate::report::metrics::{self, DeliveryLabels, Health, Metrics, ResultLabels, ScopeLabels};
 
 /// How long triggers arriving together are merged into one re-check. Short enough that a
 /// change reaches the sinks well within the latency budget, long enough to fold the burst of
 /// events one editor save produces (write, chmod, rename).
 const DEBOUNCE: Duration = Duration::from_millis(25);
 
-/// What `nodedrift run` needs.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub engine: EngineOptions,
-    /// Metrics and health listen address.
-    pub listen: String,
-    pub proc_poll: Duration,
-    pub sysctl_poll: Duration,
-    pub rescan: Duration,
-    pub rescan_jitter: Duration,
-    /// Time allowed to drain after SIGTERM.
-    pub grace: Duration,
-}
+/// Time allowed to drain after SIGTERM (the DaemonSet's grace period is 30 s).
+const GRACE: Duration = Duration::from_secs(10);
+
+/// How often the endpoint sink's counters are copied into the Prometheus registry.
+const SINK_METRICS_SYNC: Duration = Duration::from_secs(5);
 
 /// The daemon could not start, or a critical task died.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +51,10 @@ pub enum RunError {
     Signals(std::io::Error),
     #[error("the evaluation loop stopped unexpectedly: {0}")]
     Evaluator(String),
+    #[error("opening the state store: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
+    #[error("central endpoint: {0}")]
+    Endpoint(#[from] crate::report::http::SinkError),
 }
 
 impl RunError {
@@ -69,15 +69,35 @@ impl RunError {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (or `cancel`).
-pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), RunError> {
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
+    let engine = Engine::new(EngineOptions {
+        host_root: config.host_root.clone(),
+        profile: config.profile.clone(),
+        baselines: config.baselines.clone(),
+        inspect: inspect::Options::default(),
+    })?;
+    let node = node_name(&config);
+    tracing::info!(node = %node, profile = %engine.profile().name, reason = %engine.profile().reason, host_root = %config.host_root.display(), "Starting.");
+    let ledger = Arc::new(Ledger::open_with(
+        &config.state_dir,
+        OutboxLimits {
+            max_events: config.endpoint.outbox_max_events,
+        },
+    )?);
     health.store_writable.store(true, Ordering::Relaxed);
-    let engine = Engine::new(settings.engine.clone())?;
-    tracing::info!(profile = %engine.profile().name, reason = %engine.profile().reason, host_root = %settings.engine.host_root.display(), "Starting.");
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let publisher = Publisher::new(
+        ledger.clone(),
+        node,
+        wake.clone(),
+        metrics.clone(),
+        health.clone(),
+    );
 
     let (addr, server) = metrics::serve(
-        &settings.listen,
+        &config.listen.to_string(),
         metrics.clone(),
         health.clone(),
         cancel.clone(),
@@ -86,27 +106,60 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ru
     tracing::info!(%addr, "Serving /metrics, /healthz and /readyz.");
 
     let (triggers, rx) = Triggers::new(metrics.clone());
-    let watcher = FileWatcher::new(&settings.engine.host_root, triggers.clone())?;
-    let proc_host = HostRoot::new(&settings.engine.host_root).map_err(EngineError::Host)?;
+    let watcher = FileWatcher::new(&config.host_root, triggers.clone())?;
+    let proc_host = HostRoot::new(&config.host_root).map_err(EngineError::Host)?;
 
     let mut tasks = tokio::task::JoinSet::new();
+    let iv = &config.intervals;
     tasks.spawn(triggers::poll_proc(
         proc_host,
-        settings.proc_poll,
+        iv.proc_poll,
         triggers.clone(),
         cancel.clone(),
     ));
     tasks.spawn(triggers::poll_sysctl(
-        settings.sysctl_poll,
+        iv.sysctl_poll,
         triggers.clone(),
         cancel.clone(),
     ));
     tasks.spawn(triggers::rescan_timer(
-        settings.rescan,
-        settings.rescan_jitter,
+        iv.rescan,
+        iv.rescan_jitter,
         triggers.clone(),
         cancel.clone(),
     ));
+    tasks.spawn(triggers::heartbeat_timer(
+        iv.heartbeat,
+        triggers.clone(),
+        cancel.clone(),
+    ));
+    match &config.endpoint.url {
+        Some(url) => {
+            let e = &config.endpoint;
+            let mut ec = EndpointConfig::new(url.as_str());
+            ec.token_file = e.token_file.clone();
+            ec.ca_file = e.ca_file.clone();
+            ec.client_cert = e.client_identity.as_ref().map(|c| c.cert.clone());
+            ec.client_key = e.client_identity.as_ref().map(|c| c.key.clone());
+            ec.timeout = e.timeout;
+            ec.batch_max_events = e.batch_max_events;
+            let sink = HttpSink::new(ec)?;
+            let sink_metrics = Arc::new(SinkMetrics::new());
+            tracing::info!(url = %sink.url(), "Delivering CloudEvents to the central endpoint.");
+            tasks.spawn(sink.run(
+                Arc::new(LedgerOutbox(ledger.clone())),
+                wake.clone(),
+                cancel.clone(),
+                sink_metrics.clone(),
+            ));
+            tasks.spawn(sync_sink_metrics(
+                sink_metrics,
+                metrics.clone(),
+                cancel.clone(),
+            ));
+        }
+        None => tracing::info!("No central endpoint configured; CloudEvents stay in the outbox."),
+    }
     {
         let (t, c) = (triggers.clone(), cancel.clone());
         tasks.spawn(async move {
@@ -143,7 +196,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ru
             .name("evaluator".into())
             .spawn(move || {
                 evaluate_loop(
-                    engine, watcher, rx, overflow, handle, metrics, health, cancel,
+                    engine, watcher, publisher, rx, overflow, handle, metrics, health, cancel,
                 )
             })
             .map_err(|e| RunError::Evaluator(e.to_string()))?
@@ -152,14 +205,14 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ru
 
     cancel.cancelled().await;
     let _ = systemd::notify("STOPPING=1");
-    let drained = tokio::time::timeout(settings.grace, async {
+    let drained = tokio::time::timeout(GRACE, async {
         while tasks.join_next().await.is_some() {}
         let _ = server.await;
     })
     .await;
     tracing::debug!("Trigger and server tasks stopped.");
     if drained.is_err() {
-        tracing::warn!(grace = ?settings.grace, "Tasks did not stop within the grace period; exiting anyway.");
+        tracing::warn!(grace = ?GRACE, "Tasks did not stop within the grace period; exiting anyway.");
     }
     // The evaluator finishes the re-check it is in (bounded by the inspectors' own timeouts).
     let joined = tokio::task::spawn_blocking(move || evaluator.join()).await;
@@ -174,6 +227,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ru
 fn evaluate_loop(
     mut engine: Engine,
     mut watcher: FileWatcher,
+    mut publisher: Publisher,
     mut rx: mpsc::Receiver<Trigger>,
     overflow: Arc<std::sync::atomic::AtomicBool>,
     handle: tokio::runtime::Handle,
@@ -188,6 +242,8 @@ fn evaluate_loop(
     let took = engine.full_check();
     watcher.update(engine.watch_targets());
     after_check(&engine, &metrics, "full", took);
+    publisher.publish(&engine);
+    publisher.heartbeat();
     health.first_check_done.store(true, Ordering::Relaxed);
     let _ = systemd::notify("READY=1");
     tracing::info!(
@@ -213,9 +269,11 @@ fn evaluate_loop(
         }
         let mut full = overflow.swap(false, Ordering::Relaxed);
         let mut components: BTreeSet<&'static str> = BTreeSet::new();
+        let mut heartbeat = false;
         for t in pending {
             match t {
                 Trigger::Full(_) => full = true,
+                Trigger::Heartbeat => heartbeat = true,
                 Trigger::Components(c) => components.extend(c),
                 Trigger::Reload => match engine.reload() {
                     Ok(()) => {
@@ -236,6 +294,7 @@ fn evaluate_loop(
                             })
                             .inc();
                         tracing::error!(error = %e, "The new baseline is invalid and was rejected; the previous one stays in force.");
+                        publisher.baseline_rejected(&e.to_string());
                     }
                 },
             }
@@ -244,10 +303,15 @@ fn evaluate_loop(
             let took = engine.full_check();
             watcher.update(engine.watch_targets());
             after_check(&engine, &metrics, "full", took);
+            publisher.publish(&engine);
         } else if !components.is_empty() {
             let took = engine.recheck(&components);
             let scope = components.iter().copied().collect::<Vec<_>>().join(",");
             after_check(&engine, &metrics, &scope, took);
+            publisher.publish(&engine);
+        }
+        if heartbeat {
+            publisher.heartbeat();
         }
     }
 }
@@ -281,20 +345,64 @@ fn after_check(engine: &Engine, metrics: &Metrics, scope: &str, took: Duration) 
         .set(i64::try_from(now).unwrap_or(i64::MAX));
 }
 
-/// Defaults for the intervals (documented in the config reference).
-pub fn default_settings(host_root: PathBuf) -> Settings {
-    Settings {
-        engine: EngineOptions {
-            host_root,
-            profile: None,
-            baselines: Vec::new(),
-            inspect: inspect::Options::default(),
-        },
-        listen: "0.0.0.0:9101".into(),
-        proc_poll: Duration::from_secs(2),
-        sysctl_poll: Duration::from_secs(10),
-        rescan: Duration::from_secs(300),
-        rescan_jitter: Duration::from_secs(30),
-        grace: Duration::from_secs(10),
+/// The node's name: `NODE_NAME` (the Kubernetes Node) or else this host's name.
+fn node_name(config: &Config) -> String {
+    config
+        .kubernetes
+        .node_name
+        .clone()
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Copies the endpoint sink's counters into Prometheus every few seconds.
+async fn sync_sink_metrics(
+    sink: Arc<SinkMetrics>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let mut last = sink.snapshot();
+    let mut tick = tokio::time::interval(SINK_METRICS_SYNC);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = sink.snapshot();
+        let add = |outcome: &str, delta: u64| {
+            if delta > 0 {
+                metrics
+                    .deliveries
+                    .get_or_create(&DeliveryLabels {
+                        sink: "http".into(),
+                        outcome: outcome.into(),
+                    })
+                    .inc_by(delta);
+            }
+        };
+        add(
+            "delivered",
+            now.delivered_events.saturating_sub(last.delivered_events),
+        );
+        add(
+            "dead_lettered",
+            now.dead_lettered_events
+                .saturating_sub(last.dead_lettered_events),
+        );
+        for (reason, n) in &now.failures {
+            let before = last
+                .failures
+                .iter()
+                .find(|(r, _)| r == reason)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
+            add(reason.as_str(), n.saturating_sub(before));
+        }
+        last = now;
     }
 }

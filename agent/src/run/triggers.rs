@@ -34,6 +34,8 @@ pub enum Trigger {
     Full(&'static str),
     /// Re-read the baseline files (SIGHUP).
     Reload,
+    /// Queue a node-summary heartbeat event.
+    Heartbeat,
 }
 
 /// Capacity of the trigger queue. Triggers coalesce, so a burst of file events needs little
@@ -319,6 +321,20 @@ pub async fn rescan_timer(
             () = tokio::time::sleep(wait) => {}
         }
         triggers.send(Trigger::Full("timer"), "timer");
+    }
+}
+
+/// Asks for a summary heartbeat every `interval` until cancelled.
+pub async fn heartbeat_timer(interval: Duration, triggers: Triggers, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first one is sent after the first check
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        triggers.send(Trigger::Heartbeat, "timer");
     }
 }
 

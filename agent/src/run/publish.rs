@@ -1,0 +1,282 @@
+//! From an evaluation to the sinks: the ledger turns findings into lifecycle transitions,
+//! transitions become CloudEvents in the durable outbox (and wake the endpoint sink), and the
+//! node summary goes to the Kubernetes sink and the metrics.
+//!
+//! A ledger write that fails (disk full, I/O error) is logged, makes `/readyz` fail, and is
+//! retried at the next evaluation: the ledger keeps the last committed lifecycle, so the next
+//! successful write yields exactly the transitions that were not recorded.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use super::engine::Engine;
+use crate::clock::rfc3339_secs;
+use crate::facts::Lookup;
+use crate::ledger::{Change, Ledger, LedgerError, RebootChange, Transition};
+use crate::report::cloudevents::{CloudEvent, types};
+use crate::report::http::Outbox;
+use crate::report::metrics::{Health, Metrics};
+use crate::report::summary::NodeSummary;
+
+/// What the publish step needs.
+#[derive(Debug)]
+pub struct Publisher {
+    pub ledger: Arc<Ledger>,
+    /// The node's name in event sources.
+    pub node: String,
+    /// Poked after events are queued (the endpoint sink waits on it).
+    pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// The latest summary, for heartbeats and the Kubernetes sink.
+    pub summary: Option<NodeSummary>,
+    /// The last ledger error logged (so a persistent one is logged once).
+    last_error: Option<String>,
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Publisher {
+    pub fn new(
+        ledger: Arc<Ledger>,
+        node: String,
+        wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Self {
+        Self {
+            ledger,
+            node,
+            wake,
+            metrics,
+            health,
+            summary: None,
+            last_error: None,
+        }
+    }
+
+    /// Records one evaluation and queues what changed. Returns the transitions (for Events).
+    pub fn publish(&mut self, engine: &Engine) -> Vec<Transition> {
+        let now = now();
+        let checked_at = rfc3339_secs(now);
+        let mut summary = NodeSummary::of(
+            engine.findings(),
+            &engine.profile().name,
+            checked_at.clone(),
+        );
+        let result = self.record(engine, now, &mut summary);
+        self.summary = Some(summary);
+        match result {
+            Ok(t) => {
+                self.ok();
+                t
+            }
+            Err(e) => {
+                self.failed(&e);
+                Vec::new()
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        engine: &Engine,
+        now: i64,
+        summary: &mut NodeSummary,
+    ) -> Result<Vec<Transition>, LedgerError> {
+        let transitions = self.ledger.apply(engine.findings(), None, now)?;
+        let version = engine.baseline_version();
+        let mut events: Vec<CloudEvent> = transitions
+            .iter()
+            .map(|t| self.finding_event(t, &engine.profile().name, &version, now))
+            .collect();
+
+        // Reboot: pending or not, and since when, from the reboot inspector's facts.
+        let facts = engine.facts();
+        let pending = matches!(
+            facts.get("reboot.required"),
+            Lookup::Found(Value::Bool(true))
+        );
+        let known = matches!(facts.get("reboot.required"), Lookup::Found(Value::Bool(_)));
+        let reasons: Vec<String> = match facts.get("reboot.reasons") {
+            Lookup::Found(Value::Array(a)) => a
+                .iter()
+                .filter_map(|r| r.get("reason").and_then(Value::as_str).map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let packages = match facts.get("reboot.markers.debian.packages") {
+            Lookup::Found(v) => v.clone(),
+            _ => Value::Array(Vec::new()),
+        };
+        if known {
+            let since = match facts.get("reboot.pendingSinceUnix") {
+                Lookup::Found(v) => v.as_i64(),
+                _ => None,
+            };
+            let change = self.ledger.set_reboot_pending(pending, since, now)?;
+            let data = json!({"reasons": reasons, "packages": packages});
+            match change {
+                RebootChange::Started { since } => events.push(self.event(
+                    types::REBOOT_REQUIRED,
+                    None,
+                    &since.to_string(),
+                    json!({"since": rfc3339_secs(since), "reasons": data["reasons"], "packages": data["packages"]}),
+                    now,
+                )),
+                RebootChange::Cleared { since } => events.push(self.event(
+                    types::REBOOT_CLEARED,
+                    None,
+                    &since.to_string(),
+                    json!({"pendingSince": rfc3339_secs(since)}),
+                    now,
+                )),
+                RebootChange::Unchanged => {}
+            }
+        }
+        if let Some(since) = self.ledger.reboot_pending_since()? {
+            summary.reboot_required_since = Some(rfc3339_secs(since));
+            summary.reboot_reasons = reasons;
+            self.metrics.reboot_required.set(1);
+            self.metrics
+                .reboot_required_seconds
+                .set((now - since).max(0));
+        } else {
+            self.metrics.reboot_required.set(0);
+            self.metrics.reboot_required_seconds.set(0);
+        }
+        self.push(&events, now)?;
+        Ok(transitions)
+    }
+
+    /// Queues a node-summary heartbeat (the periodic "still here, still like this").
+    pub fn heartbeat(&mut self) {
+        let Some(summary) = &self.summary else { return };
+        let now = now();
+        let data = serde_json::to_value(summary).unwrap_or(Value::Null);
+        let e = self.event(types::NODE_SUMMARY, None, &summary.checked_at, data, now);
+        if let Err(err) = self.push(&[e], now) {
+            self.failed(&err);
+        }
+    }
+
+    /// Queues a "baseline rejected" event (SIGHUP with an invalid baseline).
+    pub fn baseline_rejected(&mut self, error: &str) {
+        let now = now();
+        let e = self.event(
+            types::BASELINE_REJECTED,
+            None,
+            &format!("{now}:{error}"),
+            json!({"error": error}),
+            now,
+        );
+        if let Err(err) = self.push(&[e], now) {
+            self.failed(&err);
+        }
+    }
+
+    fn push(&self, events: &[CloudEvent], now: i64) -> Result<(), LedgerError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let outcome = self.ledger.outbox_push(events, now)?;
+        if !outcome.dropped.is_empty() {
+            self.metrics
+                .outbox_dropped
+                .inc_by(outcome.dropped.len() as u64);
+            tracing::warn!(
+                dropped = outcome.dropped.len(),
+                "The outbox is full; the oldest events were dropped (heartbeats first)."
+            );
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn finding_event(&self, t: &Transition, profile: &str, version: &str, now: i64) -> CloudEvent {
+        let (kind, mut data) = match t.change {
+            Change::Opened => (
+                types::FINDING_OPENED,
+                json!({"openedAt": rfc3339_secs(t.opened_at)}),
+            ),
+            Change::Resolved => (
+                types::FINDING_RESOLVED,
+                json!({
+                    "openedAt": rfc3339_secs(t.opened_at),
+                    "resolvedAt": t.resolved_at.map(rfc3339_secs),
+                }),
+            ),
+        };
+        data["finding"] = serde_json::to_value(&t.finding).unwrap_or(Value::Null);
+        data["occurrences"] = json!(t.occurrences);
+        data["profile"] = json!(profile);
+        data["baselineVersion"] = json!(version);
+        let subject = format!("{}:{}", t.key.rule, t.key.path);
+        self.event(kind, Some(subject), &t.generation.to_string(), data, now)
+    }
+
+    fn event(
+        &self,
+        kind: &str,
+        subject: Option<String>,
+        identity: &str,
+        data: Value,
+        now: i64,
+    ) -> CloudEvent {
+        CloudEvent::new(&self.node, kind, subject, rfc3339_secs(now), identity, data)
+    }
+
+    fn ok(&mut self) {
+        if self.last_error.take().is_some() {
+            tracing::info!(path = %self.ledger.path().display(), "The state store is writable again.");
+        }
+        self.health.store_writable.store(true, Ordering::Relaxed);
+        if let Ok(s) = self.ledger.outbox_stats() {
+            self.metrics
+                .outbox_depth
+                .set(i64::try_from(s.depth).unwrap_or(i64::MAX));
+            let age = s
+                .oldest_enqueued_at
+                .map(|t| (now() - t).max(0))
+                .unwrap_or(0);
+            self.metrics.outbox_oldest_age_seconds.set(age);
+        }
+    }
+
+    fn failed(&mut self, e: &LedgerError) {
+        self.health.store_writable.store(false, Ordering::Relaxed);
+        let msg = e.to_string();
+        if self.last_error.as_deref() != Some(msg.as_str()) {
+            tracing::error!(error = %msg, "Cannot write the state store; findings are kept and delivery resumes when it is writable again.");
+            self.last_error = Some(msg);
+        }
+    }
+}
+
+/// The ledger as the endpoint sink's outbox.
+#[derive(Debug, Clone)]
+pub struct LedgerOutbox(pub Arc<Ledger>);
+
+impl Outbox for LedgerOutbox {
+    fn peek(&self, max: usize) -> Result<Vec<CloudEvent>, String> {
+        self.0.outbox_peek(max).map_err(|e| e.to_string())
+    }
+    fn ack(&self, ids: &[String]) -> Result<(), String> {
+        self.0.outbox_ack(ids).map_err(|e| e.to_string())
+    }
+    fn dead_letter(&self, ids: &[String], reason: &str) -> Result<(), String> {
+        self.0
+            .outbox_dead_letter(ids, reason)
+            .map_err(|e| e.to_string())
+    }
+}
