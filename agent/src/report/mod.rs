@@ -3,6 +3,7 @@
 
 pub mod cloudevents;
 pub mod console;
+pub mod kube;
 pub mod summary;
 
 use crate::check::CheckReport;
