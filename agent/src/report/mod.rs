@@ -4,6 +4,7 @@
 pub mod cloudevents;
 pub mod console;
 pub mod http;
+pub mod kube;
 pub mod metrics;
 pub mod summary;
 
