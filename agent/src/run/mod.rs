@@ -18,13 +18,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use self::engine::{Engine, EngineError, EngineOptions};
-use self::publish::{LedgerOutbox, Publisher};
+use self::publish::{KubeChannels, LedgerOutbox, Publisher};
 use self::triggers::{FileWatcher, Trigger, Triggers};
 use crate::config::Config;
 use crate::host::HostRoot;
 use crate::inspect;
 use crate::ledger::{Ledger, OutboxLimits};
 use crate::report::http::{EndpointConfig, HttpSink, SinkMetrics};
+use crate::report::kube::{KubeMetrics, KubeOptions, KubeSink};
 use crate::report::metrics::{self, DeliveryLabels, Health, Metrics, ResultLabels, ScopeLabels};
 
 /// How long triggers arriving together are merged into one re-check. Short enough that a
@@ -34,6 +35,13 @@ const DEBOUNCE: Duration = Duration::from_millis(25);
 
 /// Time allowed to drain after SIGTERM (the DaemonSet's grace period is 30 s).
 const GRACE: Duration = Duration::from_secs(10);
+
+/// Events waiting for the Kubernetes sink (beyond it they are dropped; conditions still carry
+/// the state).
+const KUBE_EVENT_QUEUE: usize = 64;
+
+/// How often the Node's labels are read for the system-label check.
+const LABELS_POLL: Duration = Duration::from_secs(60);
 
 /// How often the endpoint sink's counters are copied into the Prometheus registry.
 const SINK_METRICS_SYNC: Duration = Duration::from_secs(5);
@@ -160,6 +168,43 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         }
         None => tracing::info!("No central endpoint configured; CloudEvents stay in the outbox."),
     }
+    let mut publisher = publisher;
+    if config.kubernetes.enabled {
+        let opts = KubeOptions {
+            heartbeat_interval: config.intervals.heartbeat,
+            events_per_minute: config.kubernetes.events_per_minute,
+            ..KubeOptions::default()
+        };
+        let node = publisher.node.clone();
+        match (
+            KubeSink::connect(node.clone(), opts.clone()).await,
+            KubeSink::connect(node.clone(), opts).await,
+        ) {
+            (Ok(sink), Ok(reader)) => {
+                tracing::info!(node = %node, "Reporting to the Node object (annotations, conditions, events).");
+                let (status, status_rx) = tokio::sync::watch::channel(None);
+                let (events, events_rx) = mpsc::channel(KUBE_EVENT_QUEUE);
+                tasks.spawn(sync_kube_metrics(
+                    sink.metrics(),
+                    metrics.clone(),
+                    cancel.clone(),
+                ));
+                tasks.spawn(sink.run(status_rx, events_rx, cancel.clone()));
+                tasks.spawn(poll_node_labels(
+                    reader,
+                    publisher.node_labels.clone(),
+                    triggers.clone(),
+                    cancel.clone(),
+                ));
+                publisher.kube = Some(KubeChannels { status, events });
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "The Kubernetes sink is off; the other sinks work.");
+            }
+        }
+    } else {
+        tracing::info!(reason = %config.kubernetes.decided_by, "The Kubernetes sink is off.");
+    }
     {
         let (t, c) = (triggers.clone(), cancel.clone());
         tasks.spawn(async move {
@@ -241,7 +286,7 @@ fn evaluate_loop(
     // The first check is a full one; readiness follows it.
     let took = engine.full_check();
     watcher.update(engine.watch_targets());
-    after_check(&engine, &metrics, "full", took);
+    after_check(&metrics, "full", took);
     publisher.publish(&engine);
     publisher.heartbeat();
     health.first_check_done.store(true, Ordering::Relaxed);
@@ -270,10 +315,12 @@ fn evaluate_loop(
         let mut full = overflow.swap(false, Ordering::Relaxed);
         let mut components: BTreeSet<&'static str> = BTreeSet::new();
         let mut heartbeat = false;
+        let mut reevaluate = false;
         for t in pending {
             match t {
                 Trigger::Full(_) => full = true,
                 Trigger::Heartbeat => heartbeat = true,
+                Trigger::Reevaluate => reevaluate = true,
                 Trigger::Components(c) => components.extend(c),
                 Trigger::Reload => match engine.reload() {
                     Ok(()) => {
@@ -302,12 +349,14 @@ fn evaluate_loop(
         if full {
             let took = engine.full_check();
             watcher.update(engine.watch_targets());
-            after_check(&engine, &metrics, "full", took);
+            after_check(&metrics, "full", took);
             publisher.publish(&engine);
         } else if !components.is_empty() {
             let took = engine.recheck(&components);
             let scope = components.iter().copied().collect::<Vec<_>>().join(",");
-            after_check(&engine, &metrics, &scope, took);
+            after_check(&metrics, &scope, took);
+            publisher.publish(&engine);
+        } else if reevaluate {
             publisher.publish(&engine);
         }
         if heartbeat {
@@ -328,14 +377,13 @@ impl Drop for CancelOnDrop {
     }
 }
 
-fn after_check(engine: &Engine, metrics: &Metrics, scope: &str, took: Duration) {
+fn after_check(metrics: &Metrics, scope: &str, took: Duration) {
     metrics
         .scan_duration
         .get_or_create(&ScopeLabels {
             scope: scope.to_owned(),
         })
         .observe(took.as_secs_f64());
-    metrics.record_findings(engine.findings());
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -358,6 +406,93 @@ fn node_name(config: &Config) -> String {
                 .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Reads the Node's labels every [`LABELS_POLL`]; a change asks for a re-evaluation.
+async fn poll_node_labels(
+    reader: KubeSink,
+    labels: Arc<std::sync::RwLock<Option<std::collections::BTreeMap<String, String>>>>,
+    triggers: Triggers,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(LABELS_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match reader.node_labels().await {
+            Ok(now) => {
+                let changed = labels
+                    .read()
+                    .map(|l| l.as_ref() != Some(&now))
+                    .unwrap_or(false);
+                if changed {
+                    if let Ok(mut l) = labels.write() {
+                        *l = Some(now);
+                    }
+                    triggers.send(Trigger::Reevaluate, "kubernetes");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Cannot read the Node's labels; the system-label check waits.")
+            }
+        }
+    }
+}
+
+/// Copies the Kubernetes sink's counters into Prometheus every few seconds.
+async fn sync_kube_metrics(
+    sink: Arc<KubeMetrics>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let mut last = sink.snapshot();
+    let mut tick = tokio::time::interval(SINK_METRICS_SYNC);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = sink.snapshot();
+        let add = |outcome: &str, delta: u64| {
+            if delta > 0 {
+                metrics
+                    .deliveries
+                    .get_or_create(&DeliveryLabels {
+                        sink: "kubernetes".into(),
+                        outcome: outcome.into(),
+                    })
+                    .inc_by(delta);
+            }
+        };
+        let sum =
+            |v: &[(crate::report::kube::PatchKind, u64)]| v.iter().map(|(_, n)| *n).sum::<u64>();
+        add(
+            "patched",
+            sum(&now.patches_ok).saturating_sub(sum(&last.patches_ok)),
+        );
+        add(
+            "patch_failed",
+            sum(&now.patches_failed).saturating_sub(sum(&last.patches_failed)),
+        );
+        add(
+            "event_sent",
+            now.events_sent.saturating_sub(last.events_sent),
+        );
+        add(
+            "event_deduplicated",
+            now.events_deduplicated
+                .saturating_sub(last.events_deduplicated),
+        );
+        add(
+            "event_rate_limited",
+            now.events_rate_limited
+                .saturating_sub(last.events_rate_limited),
+        );
+        last = now;
+    }
 }
 
 /// Copies the endpoint sink's counters into Prometheus every few seconds.

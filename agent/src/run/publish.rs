@@ -6,19 +6,22 @@
 //! retried at the next evaluation: the ledger keeps the last committed lifecycle, so the next
 //! successful write yields exactly the transitions that were not recorded.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::engine::Engine;
 use crate::clock::rfc3339_secs;
 use crate::facts::Lookup;
+use crate::finding::Finding;
 use crate::ledger::{Change, Ledger, LedgerError, RebootChange, Transition};
 use crate::report::cloudevents::{CloudEvent, types};
 use crate::report::http::Outbox;
+use crate::report::kube::{NodeEvent, NodeStatusUpdate, system_label_findings};
 use crate::report::metrics::{Health, Metrics};
 use crate::report::summary::NodeSummary;
 
@@ -34,8 +37,28 @@ pub struct Publisher {
     pub health: Arc<Health>,
     /// The latest summary, for heartbeats and the Kubernetes sink.
     pub summary: Option<NodeSummary>,
+    /// The Kubernetes sink's inputs, when it is on.
+    pub kube: Option<KubeChannels>,
+    /// The Node's labels as last read from the API server (for the system-label check).
+    pub node_labels: Arc<RwLock<Option<BTreeMap<String, String>>>>,
     /// The last ledger error logged (so a persistent one is logged once).
     last_error: Option<String>,
+}
+
+/// The Kubernetes sink's inputs: the latest desired Node state, and Events.
+#[derive(Debug)]
+pub struct KubeChannels {
+    pub status: watch::Sender<Option<NodeStatusUpdate>>,
+    pub events: mpsc::Sender<NodeEvent>,
+}
+
+/// What one evaluation changed in the ledger.
+#[derive(Debug, Default)]
+struct Recorded {
+    transitions: Vec<Transition>,
+    reboot: Option<RebootChange>,
+    reasons: Vec<String>,
+    packages: Vec<String>,
 }
 
 /// Unix seconds now.
@@ -61,40 +84,86 @@ impl Publisher {
             metrics,
             health,
             summary: None,
+            kube: None,
+            node_labels: Arc::new(RwLock::new(None)),
             last_error: None,
         }
     }
 
-    /// Records one evaluation and queues what changed. Returns the transitions (for Events).
-    pub fn publish(&mut self, engine: &Engine) -> Vec<Transition> {
+    /// The findings of an evaluation: the engine's, plus the system-label check when the
+    /// Node's labels are known (the kubelet's `--node-labels` against the Node object).
+    pub fn findings(&self, engine: &Engine) -> Vec<Finding> {
+        let mut findings = engine.findings().to_vec();
+        let labels = self.node_labels.read().ok().and_then(|l| l.clone());
+        if let Some(node_labels) = labels {
+            let registered = match engine.facts().get("kubelet.flags.node-labels") {
+                Lookup::Found(Value::String(s)) => parse_labels(s),
+                _ => BTreeMap::new(),
+            };
+            findings.extend(system_label_findings(&node_labels, &registered));
+        }
+        findings
+    }
+
+    /// Records one evaluation, queues what changed, and hands the Node's state and Events to
+    /// the Kubernetes sink. Returns the findings it published.
+    pub fn publish(&mut self, engine: &Engine) -> Vec<Finding> {
         let now = now();
-        let checked_at = rfc3339_secs(now);
-        let mut summary = NodeSummary::of(
-            engine.findings(),
-            &engine.profile().name,
-            checked_at.clone(),
-        );
-        let result = self.record(engine, now, &mut summary);
-        self.summary = Some(summary);
-        match result {
-            Ok(t) => {
+        let findings = self.findings(engine);
+        self.metrics.record_findings(&findings);
+        let mut summary = NodeSummary::of(&findings, &engine.profile().name, rfc3339_secs(now));
+        let recorded = match self.record(engine, &findings, now, &mut summary) {
+            Ok(r) => {
                 self.ok();
-                t
+                r
             }
             Err(e) => {
                 self.failed(&e);
-                Vec::new()
+                Recorded::default()
+            }
+        };
+        if let Some(k) = &self.kube {
+            let update = NodeStatusUpdate {
+                summary: summary.clone(),
+                baseline_version: engine.baseline_version(),
+                reboot_packages: recorded.packages.clone(),
+            };
+            let _ = k.status.send(Some(update));
+            let time = SystemTime::now();
+            let mut events: Vec<NodeEvent> = recorded
+                .transitions
+                .iter()
+                .map(NodeEvent::from_transition)
+                .collect();
+            match recorded.reboot {
+                Some(RebootChange::Started { .. }) => {
+                    events.push(NodeEvent::reboot_required(
+                        &recorded.reasons,
+                        &recorded.packages,
+                        time,
+                    ));
+                }
+                Some(RebootChange::Cleared { .. }) => events.push(NodeEvent::reboot_cleared(time)),
+                _ => {}
+            }
+            for e in events {
+                // The queue is bounded; Events are a courtesy on top of the conditions, so a
+                // full queue drops rather than blocks the evaluation.
+                let _ = k.events.try_send(e);
             }
         }
+        self.summary = Some(summary);
+        findings
     }
 
     fn record(
         &self,
         engine: &Engine,
+        findings: &[Finding],
         now: i64,
         summary: &mut NodeSummary,
-    ) -> Result<Vec<Transition>, LedgerError> {
-        let transitions = self.ledger.apply(engine.findings(), None, now)?;
+    ) -> Result<Recorded, LedgerError> {
+        let transitions = self.ledger.apply(findings, None, now)?;
         let version = engine.baseline_version();
         let mut events: Vec<CloudEvent> = transitions
             .iter()
@@ -115,10 +184,14 @@ impl Publisher {
                 .collect(),
             _ => Vec::new(),
         };
-        let packages = match facts.get("reboot.markers.debian.packages") {
-            Lookup::Found(v) => v.clone(),
-            _ => Value::Array(Vec::new()),
+        let packages: Vec<String> = match facts.get("reboot.markers.debian.packages") {
+            Lookup::Found(Value::Array(a)) => a
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
         };
+        let mut reboot = None;
         if known {
             let since = match facts.get("reboot.pendingSinceUnix") {
                 Lookup::Found(v) => v.as_i64(),
@@ -126,6 +199,7 @@ impl Publisher {
             };
             let change = self.ledger.set_reboot_pending(pending, since, now)?;
             let data = json!({"reasons": reasons, "packages": packages});
+            reboot = Some(change);
             match change {
                 RebootChange::Started { since } => events.push(self.event(
                     types::REBOOT_REQUIRED,
@@ -146,7 +220,7 @@ impl Publisher {
         }
         if let Some(since) = self.ledger.reboot_pending_since()? {
             summary.reboot_required_since = Some(rfc3339_secs(since));
-            summary.reboot_reasons = reasons;
+            summary.reboot_reasons = reasons.clone();
             self.metrics.reboot_required.set(1);
             self.metrics
                 .reboot_required_seconds
@@ -156,7 +230,12 @@ impl Publisher {
             self.metrics.reboot_required_seconds.set(0);
         }
         self.push(&events, now)?;
-        Ok(transitions)
+        Ok(Recorded {
+            transitions,
+            reboot,
+            reasons,
+            packages,
+        })
     }
 
     /// Queues a node-summary heartbeat (the periodic "still here, still like this").
@@ -172,6 +251,11 @@ impl Publisher {
 
     /// Queues a "baseline rejected" event (SIGHUP with an invalid baseline).
     pub fn baseline_rejected(&mut self, error: &str) {
+        if let Some(k) = &self.kube {
+            let _ = k
+                .events
+                .try_send(NodeEvent::baseline_rejected(error, SystemTime::now()));
+        }
         let now = now();
         let e = self.event(
             types::BASELINE_REJECTED,
@@ -261,6 +345,15 @@ impl Publisher {
             self.last_error = Some(msg);
         }
     }
+}
+
+/// `k=v,k2=v2` (the kubelet's `--node-labels`) as a map; malformed entries are skipped.
+pub fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    s.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
 }
 
 /// The ledger as the endpoint sink's outbox.

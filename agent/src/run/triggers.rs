@@ -36,6 +36,8 @@ pub enum Trigger {
     Reload,
     /// Queue a node-summary heartbeat event.
     Heartbeat,
+    /// Evaluate and publish again without re-inspecting (the Node's labels changed).
+    Reevaluate,
 }
 
 /// Capacity of the trigger queue. Triggers coalesce, so a burst of file events needs little
