@@ -8,6 +8,7 @@ mod util;
 
 mod check;
 mod cli;
+mod delivery;
 mod hostile;
 mod http_sink;
 
@@ -16,5 +17,5 @@ mod kube_proxy;
 mod kubelet;
 mod os;
 mod reboot;
-mod run;
+pub mod run;
 mod sysctl;

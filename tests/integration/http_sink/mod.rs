@@ -3,7 +3,7 @@
 //! rotation, mTLS and TLS failures. The outbox is an in-memory implementation of the `Outbox`
 //! trait, the contract the ledger fulfils.
 
-mod receiver;
+pub mod receiver;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

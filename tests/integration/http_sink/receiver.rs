@@ -236,6 +236,11 @@ impl Receiver {
         self.state.lock().unwrap().faults.extend(faults);
     }
 
+    /// Drops the faults not answered yet: from now on every request gets 200.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
+    }
+
     /// From now on, answer 413 to batches of more than `max` events.
     pub fn limit_events(&self, max: usize) {
         self.state.lock().unwrap().max_events = Some(max);
