@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use crate::util::{nodedrift, prepared_host};
 
 /// A running `nodedrift run`, killed on drop.
+#[derive(Debug)]
 pub struct Agent {
     child: Child,
     pub addr: String,
