@@ -160,7 +160,10 @@ impl Engine {
                 continue;
             };
             collect_paths(&cf.facts, &mut |p| {
-                t.files.insert(PathBuf::from(p), component);
+                // procfs and sysfs send no inotify events: they are polled.
+                if !(p.starts_with("/proc/") || p.starts_with("/sys/")) {
+                    t.files.insert(PathBuf::from(p), component);
+                }
             });
         }
         for (component, files, dirs) in FIXED_TARGETS {
@@ -339,6 +342,12 @@ mod tests {
         );
         assert_eq!(t.component_of(Path::new("/run/unrelated.pid")), None);
         assert!(t.watch_dirs().contains(Path::new("/etc/default")));
+        assert!(
+            t.watch_dirs()
+                .iter()
+                .all(|d| !d.starts_with("/proc") && !d.starts_with("/sys")),
+            "procfs and sysfs are polled, not watched"
+        );
     }
 
     #[test]

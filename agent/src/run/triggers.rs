@@ -112,6 +112,12 @@ impl FileWatcher {
                     return;
                 }
             };
+            // Only changes matter. inotify also reports opens and reads (IN_OPEN,
+            // IN_CLOSE_NOWRITE), and the inspectors' own reads of the watched files would then
+            // trigger re-checks that read them again, forever.
+            if !changes_content(&event.kind) {
+                return;
+            }
             if event.need_rescan() {
                 triggers.metrics.inotify_overflows.inc();
                 triggers.send(Trigger::Full("inotify overflow"), "inotify");
@@ -195,6 +201,20 @@ impl FileWatcher {
     fn real(&self, host_path: &Path) -> PathBuf {
         self.root
             .join(host_path.strip_prefix("/").unwrap_or(host_path))
+    }
+}
+
+/// Whether an event can mean that a file's content, metadata or existence changed.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any => true,
+        // A writer closing the file: the write is complete.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        // Rescan requests and the like: let the caller decide.
+        EventKind::Other => true,
     }
 }
 
@@ -359,6 +379,38 @@ pub async fn signals(triggers: Triggers, cancel: CancellationToken) -> std::io::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: reading a watched file (as every inspection does) must not trigger a
+    /// re-check, or the agent re-checks in a loop.
+    #[test]
+    fn reading_watched_files_triggers_nothing_but_writing_does() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/sysctl.d")).unwrap();
+        let conf = dir.path().join("etc/sysctl.d/10-a.conf");
+        std::fs::write(&conf, "net.ipv4.ip_forward = 1\n").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (triggers, mut rx) = Triggers::new(metrics);
+        let mut w = FileWatcher::new(dir.path(), triggers).unwrap();
+        let mut t = WatchTargets::default();
+        t.dirs.insert(PathBuf::from("/etc/sysctl.d"), "sysctl");
+        w.update(t);
+        for _ in 0..20 {
+            let _ = std::fs::read_to_string(&conf).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(rx.try_recv().is_err(), "reads triggered a re-check");
+        std::fs::write(&conf, "net.ipv4.ip_forward = 0\n").unwrap();
+        let got =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), rx.recv()).await });
+        assert_eq!(
+            got.ok().flatten(),
+            Some(Trigger::Components(BTreeSet::from(["sysctl"])))
+        );
+    }
 
     #[test]
     fn proc_poll_notices_a_component_starting_and_stopping() {
