@@ -15,6 +15,7 @@ mod http_sink;
 mod containerd;
 mod kube_proxy;
 mod kubelet;
+mod node_sink;
 mod os;
 mod reboot;
 pub mod run;

@@ -169,6 +169,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         None => tracing::info!("No central endpoint configured; CloudEvents stay in the outbox."),
     }
     let mut publisher = publisher;
+    publisher.refresh = config.intervals.heartbeat;
     if config.kubernetes.enabled {
         let opts = KubeOptions {
             heartbeat_interval: config.intervals.heartbeat,

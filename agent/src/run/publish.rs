@@ -43,6 +43,11 @@ pub struct Publisher {
     pub node_labels: Arc<RwLock<Option<BTreeMap<String, String>>>>,
     /// The last ledger error logged (so a persistent one is logged once).
     last_error: Option<String>,
+    /// The findings last recorded (rule, path, status, actual), and when: an evaluation that
+    /// changes none of them is recorded only once per `refresh`.
+    last_recorded: Option<(u64, std::time::Instant)>,
+    /// How long identical evaluations go unrecorded (the heartbeat interval).
+    pub refresh: std::time::Duration,
 }
 
 /// The Kubernetes sink's inputs: the latest desired Node state, and Events.
@@ -87,6 +92,8 @@ impl Publisher {
             kube: None,
             node_labels: Arc::new(RwLock::new(None)),
             last_error: None,
+            last_recorded: None,
+            refresh: std::time::Duration::from_secs(600),
         }
     }
 
@@ -107,14 +114,29 @@ impl Publisher {
 
     /// Records one evaluation, queues what changed, and hands the Node's state and Events to
     /// the Kubernetes sink. Returns the findings it published.
+    ///
+    /// An evaluation whose findings (rule, path, status, actual value) and reboot state are
+    /// identical to the last recorded one is not recorded again until `refresh` has passed:
+    /// the polls of an idle node then cost no store write. The ledger's `last_seen` and
+    /// `occurrences` therefore count recorded evaluations: every change, and at least one per
+    /// `refresh`.
     pub fn publish(&mut self, engine: &Engine) -> Vec<Finding> {
         let now = now();
         let findings = self.findings(engine);
+        let print = fingerprint(&findings, engine);
+        if let Some((last, at)) = self.last_recorded
+            && last == print
+            && at.elapsed() < self.refresh
+            && self.last_error.is_none()
+        {
+            return findings;
+        }
         self.metrics.record_findings(&findings);
         let mut summary = NodeSummary::of(&findings, &engine.profile().name, rfc3339_secs(now));
         let recorded = match self.record(engine, &findings, now, &mut summary) {
             Ok(r) => {
                 self.ok();
+                self.last_recorded = Some((print, std::time::Instant::now()));
                 r
             }
             Err(e) => {
@@ -243,7 +265,9 @@ impl Publisher {
         let Some(summary) = &self.summary else { return };
         let now = now();
         let data = serde_json::to_value(summary).unwrap_or(Value::Null);
-        let e = self.event(types::NODE_SUMMARY, None, &summary.checked_at, data, now);
+        // Each heartbeat is its own occurrence (its id must differ from the previous one's even
+        // when no evaluation was recorded in between).
+        let e = self.event(types::NODE_SUMMARY, None, &now.to_string(), data, now);
         if let Err(err) = self.push(&[e], now) {
             self.failed(&err);
         }
@@ -345,6 +369,21 @@ impl Publisher {
             self.last_error = Some(msg);
         }
     }
+}
+
+/// A hash of what a recorded evaluation depends on: each finding's rule, path, status and
+/// actual value, and the reboot facts.
+fn fingerprint(findings: &[Finding], engine: &Engine) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in findings {
+        (&f.rule, &f.path, f.status).hash(&mut h);
+        f.actual.to_string().hash(&mut h);
+    }
+    if let Some(r) = engine.facts().component("reboot") {
+        r.facts.to_string().hash(&mut h);
+    }
+    h.finish()
 }
 
 /// `k=v,k2=v2` (the kubelet's `--node-labels`) as a map; malformed entries are skipped.

@@ -1,0 +1,89 @@
+//! End to end: `nodedrift run` (the real binary) reporting to its own Node through an
+//! API-server double that checks method, path, content type and body of every request.
+
+use std::time::{Duration, Instant};
+
+#[allow(dead_code)]
+#[path = "../../agent/src/report/kube/tests/apiserver.rs"]
+mod apiserver;
+
+use apiserver::{ApiServer, NODE, Route, aks_node};
+
+use crate::run::Agent;
+use crate::util::prepared_host;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_agent_reports_drift_and_reboot_on_its_own_node() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt.block_on(ApiServer::start(Some(aks_node())));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: http://{}\nusers:\n- name: t\n  user:\n    token: test-token\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: t\ncurrent-context: t\n",
+            api.addr
+        ),
+    )
+    .unwrap();
+    let host = prepared_host("aks-ubuntu-drifted");
+    let agent = Agent::start(
+        host.path(),
+        &[],
+        &[
+            ("NODE_NAME", NODE),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ],
+    );
+    wait_until("the NodeDrift condition and annotations", || {
+        let w = api.world();
+        w.condition("NodeDrift")
+            .is_some_and(|c| c["status"] == "True")
+            && w.annotation("nodedrift.dev/state").as_deref() == Some("Drifted")
+    });
+    {
+        let w = api.world();
+        let reboot = w
+            .condition("RebootRequired")
+            .expect("RebootRequired condition");
+        assert_eq!(reboot["status"], "True", "{reboot:#}");
+        assert!(
+            w.annotation("nodedrift.dev/reboot-required-since")
+                .is_some()
+        );
+        assert_eq!(
+            w.annotation("nodedrift.dev/profile").as_deref(),
+            Some("aks-ubuntu")
+        );
+        // The kubelet's own conditions are still there after the strategic merge patch.
+        assert_eq!(w.condition("Ready").expect("Ready kept")["status"], "True");
+    }
+    wait_until("Events about the transitions", || {
+        api.world().count(Route::CreateEvent) > 0
+    });
+    // The Node's cluster label differs from what the kubelet registered: a system-label finding.
+    agent.wait_metrics("the system-label check", |m| {
+        m.contains("nodedrift_rule_status{rule=\"node.system-labels-unchanged\",status=\"fail\"} 1")
+    });
+    api.assert_clean();
+    assert_eq!(agent.terminate(), Some(0));
+}
+
+#[test]
+fn without_a_node_name_the_node_sink_is_off_and_the_rest_runs() {
+    let host = prepared_host("kubeadm");
+    let agent = Agent::start(host.path(), &[], &[]);
+    agent.wait_ready();
+    assert!(!agent.get("/metrics").1.contains("sink=\"kubernetes\""));
+    assert_eq!(agent.terminate(), Some(0));
+}
