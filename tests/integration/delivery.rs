@@ -2,7 +2,7 @@
 //! test process, through outages and SIGKILLs of the agent.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nodedrift::report::cloudevents::{CloudEvent, types};
@@ -23,12 +23,8 @@ fn accepted(r: &Receiver) -> Vec<CloudEvent> {
         .collect()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    crate::util::wait_until(what, PATIENCE, done);
 }
 
 /// `rule:path` of every failing finding of a one-shot check of `root`.
@@ -64,13 +60,18 @@ fn every_failing_finding_reaches_the_endpoint_once_and_resolves() {
     let host = prepared_host("aks-ubuntu-drifted");
     let expected = failing_subjects(host.path());
     let agent = Agent::start(host.path(), &[], &[("NODEDRIFT_ENDPOINT", &receiver.url())]);
-    wait_until("every opened finding", || {
-        let got: BTreeSet<String> = accepted(&receiver)
+    // The opened findings, the reboot and the summary are separate pushes to the outbox, so
+    // they may arrive in separate batches: wait for all of them.
+    wait_until("every opened finding, the reboot and a summary", || {
+        let events = accepted(&receiver);
+        let got: BTreeSet<String> = events
             .iter()
             .filter(|e| e.kind == types::FINDING_OPENED)
             .filter_map(|e| e.subject.clone())
             .collect();
         expected.is_subset(&got)
+            && events.iter().any(|e| e.kind == types::REBOOT_REQUIRED)
+            && events.iter().any(|e| e.kind == types::NODE_SUMMARY)
     });
     let events = accepted(&receiver);
     assert!(
@@ -135,6 +136,9 @@ fn outage_and_three_sigkills_lose_nothing_and_duplicate_nothing() {
     for round in 0..3 {
         let before = receiver.requests().len();
         let agent = Agent::start_with_state(host.path(), state, &[], &env);
+        // Ready: the first full check is done and the file watches are in place (the sink may
+        // already be re-sending what the previous run left in the outbox).
+        agent.wait_ready();
         wait_until("a delivery attempt", || receiver.requests().len() > before);
         if round == 1 {
             // A change while the endpoint is down: this finding resolves during the outage.

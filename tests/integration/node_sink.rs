@@ -1,7 +1,7 @@
 //! End to end: `nodedrift run` (the real binary) reporting to its own Node through an
 //! API-server double that checks method, path, content type and body of every request.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[allow(dead_code)]
 #[path = "../../agent/src/report/kube/tests/apiserver.rs"]
@@ -14,12 +14,8 @@ use crate::util::prepared_host;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    crate::util::wait_until(what, PATIENCE, done);
 }
 
 #[test]

@@ -193,3 +193,16 @@ pub fn rules_with(outcomes: &[(String, String, String, String)], status: &str) -
     ids.dedup();
     ids
 }
+
+/// Polls `done` until it holds, failing the test after `patience` (a hang guard, not a timing
+/// assertion).
+pub fn wait_until(what: &str, patience: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + patience;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -52,7 +52,9 @@ pub mod outbox;
 mod store;
 
 pub use outbox::{DroppedEvent, OutboxLimits, OutboxStats, PushOutcome};
-pub use store::{FILE_NAME, Ledger, LedgerError, OpenFinding, RebootChange, SCHEMA_VERSION};
+pub use store::{
+    FILE_NAME, Ledger, LedgerError, OpenFinding, RebootChange, Recorded, SCHEMA_VERSION,
+};
 
 /// What identifies a finding across scans: its rule and concrete fact path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

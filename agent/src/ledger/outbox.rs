@@ -103,55 +103,63 @@ impl Ledger {
     /// Queues `events` (pushed at `now`, Unix seconds) in one transaction, applying the
     /// overflow policy (see the module doc).
     pub fn outbox_push(&self, events: &[CloudEvent], now: i64) -> Result<PushOutcome, LedgerError> {
+        self.write(|txn| self.push_txn(txn, events, now))
+    }
+
+    /// The body of [`Ledger::outbox_push`], inside a caller's write transaction.
+    pub(super) fn push_txn(
+        &self,
+        txn: &WriteTransaction,
+        events: &[CloudEvent],
+        now: i64,
+    ) -> Result<PushOutcome, LedgerError> {
         let max = self.limits.max_events.max(1) as u64;
-        self.write(|txn| {
-            let mut outbox = txn.open_table(OUTBOX)?;
-            let mut ids = txn.open_table(OUTBOX_IDS)?;
-            let mut heartbeats = txn.open_table(OUTBOX_HEARTBEATS)?;
-            let mut meta = txn.open_table(META)?;
-            let mut next = meta.get(KEY_NEXT_SEQ)?.map(|v| v.value()).unwrap_or(0);
-            let mut outcome = PushOutcome::default();
-            for event in events {
-                if ids.get(event.id.as_str())?.is_some() {
-                    outcome.duplicates += 1;
-                    continue;
-                }
-                let seq = next;
-                next += 1;
-                let bytes = self.encode_queued(&Queued {
-                    enqueued_at: now,
-                    event: event.clone(),
-                })?;
-                outbox.insert(seq, bytes.as_slice())?;
-                ids.insert(event.id.as_str(), seq)?;
-                if event.kind == types::NODE_SUMMARY {
-                    heartbeats.insert(seq, ())?;
-                }
-                outcome.accepted += 1;
-                while outbox.len()? > max {
-                    let victim = match heartbeats.pop_first()? {
+        let mut outbox = txn.open_table(OUTBOX)?;
+        let mut ids = txn.open_table(OUTBOX_IDS)?;
+        let mut heartbeats = txn.open_table(OUTBOX_HEARTBEATS)?;
+        let mut meta = txn.open_table(META)?;
+        let mut next = meta.get(KEY_NEXT_SEQ)?.map(|v| v.value()).unwrap_or(0);
+        let mut outcome = PushOutcome::default();
+        for event in events {
+            if ids.get(event.id.as_str())?.is_some() {
+                outcome.duplicates += 1;
+                continue;
+            }
+            let seq = next;
+            next += 1;
+            let bytes = self.encode_queued(&Queued {
+                enqueued_at: now,
+                event: event.clone(),
+            })?;
+            outbox.insert(seq, bytes.as_slice())?;
+            ids.insert(event.id.as_str(), seq)?;
+            if event.kind == types::NODE_SUMMARY {
+                heartbeats.insert(seq, ())?;
+            }
+            outcome.accepted += 1;
+            while outbox.len()? > max {
+                let victim = match heartbeats.pop_first()? {
+                    Some((s, _)) => s.value(),
+                    None => match outbox.first()? {
                         Some((s, _)) => s.value(),
-                        None => match outbox.first()? {
-                            Some((s, _)) => s.value(),
-                            None => break,
-                        },
-                    };
-                    let Some(q) = remove(self, &mut outbox, &mut heartbeats, victim)? else {
-                        break;
-                    };
-                    ids.remove(q.event.id.as_str())?;
-                    outcome.dropped.push(DroppedEvent {
-                        id: q.event.id,
-                        kind: q.event.kind,
-                    });
-                }
+                        None => break,
+                    },
+                };
+                let Some(q) = remove(self, &mut outbox, &mut heartbeats, victim)? else {
+                    break;
+                };
+                ids.remove(q.event.id.as_str())?;
+                outcome.dropped.push(DroppedEvent {
+                    id: q.event.id,
+                    kind: q.event.kind,
+                });
             }
-            meta.insert(KEY_NEXT_SEQ, next)?;
-            if !outcome.dropped.is_empty() {
-                add(&mut meta, KEY_DROPPED, outcome.dropped.len() as u64)?;
-            }
-            Ok(outcome)
-        })
+        }
+        meta.insert(KEY_NEXT_SEQ, next)?;
+        if !outcome.dropped.is_empty() {
+            add(&mut meta, KEY_DROPPED, outcome.dropped.len() as u64)?;
+        }
+        Ok(outcome)
     }
 
     /// Up to `max` queued events, oldest first. They stay queued until acknowledged.

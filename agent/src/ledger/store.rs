@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::outbox::OutboxLimits;
 use super::{Change, FindingKey, Transition};
 use crate::finding::{Finding, Status};
+use crate::report::cloudevents::CloudEvent;
 
 /// The store's file name inside the state directory.
 pub const FILE_NAME: &str = "nodedrift.redb";
@@ -121,6 +122,15 @@ pub struct OpenFinding {
     pub generation: u64,
 }
 
+/// What [`Ledger::record`] committed.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    pub transitions: Vec<Transition>,
+    /// The reboot change, when a reboot state was given.
+    pub reboot: Option<RebootChange>,
+    pub pushed: super::PushOutcome,
+}
+
 /// What [`Ledger::set_reboot_pending`] changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RebootChange {
@@ -190,73 +200,7 @@ impl Ledger {
         scope: Option<&[&str]>,
         now: i64,
     ) -> Result<Vec<Transition>, LedgerError> {
-        self.write(|txn| {
-            let mut open = txn.open_table(OPEN_FINDINGS)?;
-            let mut generations = txn.open_table(GENERATIONS)?;
-            let mut transitions = Vec::new();
-            let mut seen: HashSet<(&str, &str)> = HashSet::new();
-            for f in findings {
-                let k = (f.rule.as_str(), f.path.as_str());
-                if !seen.insert(k) {
-                    continue;
-                }
-                let current: Option<OpenFinding> = match open.get(k)? {
-                    Some(v) => Some(self.decode(&f.rule, &f.path, v.value())?),
-                    None => None,
-                };
-                match (f.status, current) {
-                    (Status::Fail, Some(mut rec)) => {
-                        rec.finding = f.clone();
-                        rec.last_seen = now;
-                        rec.occurrences += 1;
-                        open.insert(k, self.encode(&rec)?.as_slice())?;
-                    }
-                    (Status::Fail, None) => {
-                        let generation = generations.get(k)?.map(|g| g.value()).unwrap_or(0) + 1;
-                        generations.insert(k, generation)?;
-                        let rec = OpenFinding {
-                            key: FindingKey::of(f),
-                            finding: f.clone(),
-                            opened_at: now,
-                            last_seen: now,
-                            occurrences: 1,
-                            generation,
-                        };
-                        open.insert(k, self.encode(&rec)?.as_slice())?;
-                        transitions.push(transition(Change::Opened, rec, None));
-                    }
-                    (Status::Pass, Some(rec)) => {
-                        open.remove(k)?;
-                        let rec = OpenFinding {
-                            finding: f.clone(),
-                            ..rec
-                        };
-                        transitions.push(transition(Change::Resolved, rec, Some(now)));
-                    }
-                    // Unknown is not healthy: an open finding stays open, unchanged. Passing or
-                    // unknown findings that are not open have no lifecycle.
-                    (Status::Unknown, _) | (Status::Pass, None) => {}
-                }
-            }
-            let mut gone = Vec::new();
-            for entry in open.iter()? {
-                let (k, v) = entry?;
-                let (rule, path) = k.value();
-                if seen.contains(&(rule, path)) {
-                    continue;
-                }
-                let rec = self.decode(rule, path, v.value())?;
-                let in_scope = scope.is_none_or(|s| s.contains(&rec.finding.component.as_str()));
-                if in_scope {
-                    gone.push(rec);
-                }
-            }
-            for rec in gone {
-                open.remove((rec.key.rule.as_str(), rec.key.path.as_str()))?;
-                transitions.push(transition(Change::Resolved, rec, Some(now)));
-            }
-            Ok(transitions)
-        })
+        self.write(|txn| self.apply_txn(txn, findings, scope, now))
     }
 
     /// Every open finding, by key.
@@ -291,28 +235,140 @@ impl Ledger {
         since: Option<i64>,
         now: i64,
     ) -> Result<RebootChange, LedgerError> {
-        let observed = since.filter(|s| *s <= now);
+        self.write(|txn| self.reboot_txn(txn, pending, since, now))
+    }
+
+    /// Applies one evaluation (as [`Ledger::apply`]) and the reboot state (as
+    /// [`Ledger::set_reboot_pending`], when given), and queues the events `events` derives from
+    /// what changed, all in ONE transaction: a transition is never committed without its
+    /// events, so a crash at any moment loses no event (at-least-once), and a transition that
+    /// was not committed is found again by the next evaluation.
+    pub fn record(
+        &self,
+        findings: &[Finding],
+        scope: Option<&[&str]>,
+        reboot: Option<(bool, Option<i64>)>,
+        now: i64,
+        events: impl FnOnce(&[Transition], Option<RebootChange>) -> Vec<CloudEvent>,
+    ) -> Result<Recorded, LedgerError> {
         self.write(|txn| {
-            let mut times = txn.open_table(TIMES)?;
-            let stored = times.get(KEY_REBOOT_SINCE)?.map(|v| v.value());
-            Ok(match (pending, stored) {
-                (true, None) => {
-                    let since = observed.unwrap_or(now);
-                    times.insert(KEY_REBOOT_SINCE, since)?;
-                    RebootChange::Started { since }
-                }
-                (true, Some(old)) => {
-                    if let Some(s) = observed.filter(|s| *s < old) {
-                        times.insert(KEY_REBOOT_SINCE, s)?;
-                    }
-                    RebootChange::Unchanged
-                }
-                (false, Some(since)) => {
-                    times.remove(KEY_REBOOT_SINCE)?;
-                    RebootChange::Cleared { since }
-                }
-                (false, None) => RebootChange::Unchanged,
+            let transitions = self.apply_txn(txn, findings, scope, now)?;
+            let reboot = reboot
+                .map(|(pending, since)| self.reboot_txn(txn, pending, since, now))
+                .transpose()?;
+            let queued = events(&transitions, reboot);
+            let pushed = self.push_txn(txn, &queued, now)?;
+            Ok(Recorded {
+                transitions,
+                reboot,
+                pushed,
             })
+        })
+    }
+
+    /// The body of [`Ledger::apply`], inside a caller's write transaction.
+    pub(super) fn apply_txn(
+        &self,
+        txn: &WriteTransaction,
+        findings: &[Finding],
+        scope: Option<&[&str]>,
+        now: i64,
+    ) -> Result<Vec<Transition>, LedgerError> {
+        let mut open = txn.open_table(OPEN_FINDINGS)?;
+        let mut generations = txn.open_table(GENERATIONS)?;
+        let mut transitions = Vec::new();
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        for f in findings {
+            let k = (f.rule.as_str(), f.path.as_str());
+            if !seen.insert(k) {
+                continue;
+            }
+            let current: Option<OpenFinding> = match open.get(k)? {
+                Some(v) => Some(self.decode(&f.rule, &f.path, v.value())?),
+                None => None,
+            };
+            match (f.status, current) {
+                (Status::Fail, Some(mut rec)) => {
+                    rec.finding = f.clone();
+                    rec.last_seen = now;
+                    rec.occurrences += 1;
+                    open.insert(k, self.encode(&rec)?.as_slice())?;
+                }
+                (Status::Fail, None) => {
+                    let generation = generations.get(k)?.map(|g| g.value()).unwrap_or(0) + 1;
+                    generations.insert(k, generation)?;
+                    let rec = OpenFinding {
+                        key: FindingKey::of(f),
+                        finding: f.clone(),
+                        opened_at: now,
+                        last_seen: now,
+                        occurrences: 1,
+                        generation,
+                    };
+                    open.insert(k, self.encode(&rec)?.as_slice())?;
+                    transitions.push(transition(Change::Opened, rec, None));
+                }
+                (Status::Pass, Some(rec)) => {
+                    open.remove(k)?;
+                    let rec = OpenFinding {
+                        finding: f.clone(),
+                        ..rec
+                    };
+                    transitions.push(transition(Change::Resolved, rec, Some(now)));
+                }
+                // Unknown is not healthy: an open finding stays open, unchanged. Passing or
+                // unknown findings that are not open have no lifecycle.
+                (Status::Unknown, _) | (Status::Pass, None) => {}
+            }
+        }
+        let mut gone = Vec::new();
+        for entry in open.iter()? {
+            let (k, v) = entry?;
+            let (rule, path) = k.value();
+            if seen.contains(&(rule, path)) {
+                continue;
+            }
+            let rec = self.decode(rule, path, v.value())?;
+            let in_scope = scope.is_none_or(|s| s.contains(&rec.finding.component.as_str()));
+            if in_scope {
+                gone.push(rec);
+            }
+        }
+        for rec in gone {
+            open.remove((rec.key.rule.as_str(), rec.key.path.as_str()))?;
+            transitions.push(transition(Change::Resolved, rec, Some(now)));
+        }
+        Ok(transitions)
+    }
+
+    /// The body of [`Ledger::set_reboot_pending`], inside a caller's write transaction.
+    pub(super) fn reboot_txn(
+        &self,
+        txn: &WriteTransaction,
+        pending: bool,
+        since: Option<i64>,
+        now: i64,
+    ) -> Result<RebootChange, LedgerError> {
+        let observed = since.filter(|s| *s <= now);
+        let mut times = txn.open_table(TIMES)?;
+        let stored = times.get(KEY_REBOOT_SINCE)?.map(|v| v.value());
+        Ok(match (pending, stored) {
+            (true, None) => {
+                let since = observed.unwrap_or(now);
+                times.insert(KEY_REBOOT_SINCE, since)?;
+                RebootChange::Started { since }
+            }
+            (true, Some(old)) => {
+                if let Some(s) = observed.filter(|s| *s < old) {
+                    times.insert(KEY_REBOOT_SINCE, s)?;
+                }
+                RebootChange::Unchanged
+            }
+            (false, Some(since)) => {
+                times.remove(KEY_REBOOT_SINCE)?;
+                RebootChange::Cleared { since }
+            }
+            (false, None) => RebootChange::Unchanged,
         })
     }
 

@@ -776,3 +776,47 @@ fn an_unwritable_store_is_an_error_naming_it() {
     );
     assert_eq!(std::fs::read(dir.join(FILE_NAME)).unwrap(), before);
 }
+
+#[test]
+fn record_commits_transitions_reboot_and_their_events_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let f = crate::finding::Finding {
+        rule: "r".into(),
+        title: "t".into(),
+        component: "kubelet".into(),
+        path: "kubelet.config.x".into(),
+        status: crate::finding::Status::Fail,
+        severity: crate::baseline::Severity::High,
+        expected: serde_json::json!({"equals": 0}),
+        actual: serde_json::json!(1),
+        reason: None,
+        evidence: crate::facts::Evidence::default(),
+        policy: "cis/4.2".into(),
+        remediation: None,
+    };
+    let rec = ledger
+        .record(
+            &[f],
+            None,
+            Some((true, Some(50))),
+            100,
+            |transitions, reboot| {
+                assert_eq!(transitions.len(), 1);
+                assert_eq!(reboot, Some(RebootChange::Started { since: 50 }));
+                vec![crate::report::cloudevents::CloudEvent::new(
+                    "n",
+                    crate::report::cloudevents::types::FINDING_OPENED,
+                    Some("r:kubelet.config.x".into()),
+                    "t".into(),
+                    "1",
+                    serde_json::json!({}),
+                )]
+            },
+        )
+        .unwrap();
+    assert_eq!(rec.pushed.accepted, 1);
+    assert_eq!(ledger.outbox_peek(10).unwrap().len(), 1);
+    assert_eq!(ledger.open_findings().unwrap().len(), 1);
+    assert_eq!(ledger.reboot_pending_since().unwrap(), Some(50));
+}

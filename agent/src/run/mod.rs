@@ -24,8 +24,9 @@ use crate::config::Config;
 use crate::host::HostRoot;
 use crate::inspect;
 use crate::ledger::{Ledger, OutboxLimits};
+use crate::report::http::SinkCounters;
 use crate::report::http::{EndpointConfig, HttpSink, SinkMetrics};
-use crate::report::kube::{KubeMetrics, KubeOptions, KubeSink};
+use crate::report::kube::{KubeCounters, KubeOptions, KubeSink, PatchKind};
 use crate::report::metrics::{self, DeliveryLabels, Health, Metrics, ResultLabels, ScopeLabels};
 
 /// How long triggers arriving together are merged into one re-check. Short enough that a
@@ -160,8 +161,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
                 cancel.clone(),
                 sink_metrics.clone(),
             ));
-            tasks.spawn(sync_sink_metrics(
-                sink_metrics,
+            tasks.spawn(sync_counters(
+                "http",
+                move || sink_metrics.snapshot(),
+                http_deltas,
                 metrics.clone(),
                 cancel.clone(),
             ));
@@ -185,8 +188,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
                 tracing::info!(node = %node, "Reporting to the Node object (annotations, conditions, events).");
                 let (status, status_rx) = tokio::sync::watch::channel(None);
                 let (events, events_rx) = mpsc::channel(KUBE_EVENT_QUEUE);
-                tasks.spawn(sync_kube_metrics(
-                    sink.metrics(),
+                let kube_metrics = sink.metrics();
+                tasks.spawn(sync_counters(
+                    "kubernetes",
+                    move || kube_metrics.snapshot(),
+                    kube_deltas,
                     metrics.clone(),
                     cancel.clone(),
                 ));
@@ -443,102 +449,83 @@ async fn poll_node_labels(
     }
 }
 
-/// Copies the Kubernetes sink's counters into Prometheus every few seconds.
-async fn sync_kube_metrics(
-    sink: Arc<KubeMetrics>,
+/// Copies a sink's counters into Prometheus every few seconds: `deltas` turns two snapshots
+/// into `(outcome, increase)` pairs for `nodedrift_deliveries_total{sink, outcome}`.
+async fn sync_counters<C>(
+    sink: &'static str,
+    snapshot: impl Fn() -> C,
+    deltas: fn(&C, &C) -> Vec<(&'static str, u64)>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let mut last = sink.snapshot();
+    let mut last = snapshot();
     let mut tick = tokio::time::interval(SINK_METRICS_SYNC);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = sink.snapshot();
-        let add = |outcome: &str, delta: u64| {
+        let now = snapshot();
+        for (outcome, delta) in deltas(&last, &now) {
             if delta > 0 {
                 metrics
                     .deliveries
                     .get_or_create(&DeliveryLabels {
-                        sink: "kubernetes".into(),
+                        sink: sink.into(),
                         outcome: outcome.into(),
                     })
                     .inc_by(delta);
             }
-        };
-        let sum =
-            |v: &[(crate::report::kube::PatchKind, u64)]| v.iter().map(|(_, n)| *n).sum::<u64>();
-        add(
-            "patched",
-            sum(&now.patches_ok).saturating_sub(sum(&last.patches_ok)),
-        );
-        add(
-            "patch_failed",
-            sum(&now.patches_failed).saturating_sub(sum(&last.patches_failed)),
-        );
-        add(
-            "event_sent",
-            now.events_sent.saturating_sub(last.events_sent),
-        );
-        add(
-            "event_deduplicated",
-            now.events_deduplicated
-                .saturating_sub(last.events_deduplicated),
-        );
-        add(
-            "event_rate_limited",
-            now.events_rate_limited
-                .saturating_sub(last.events_rate_limited),
-        );
+        }
         last = now;
     }
 }
 
-/// Copies the endpoint sink's counters into Prometheus every few seconds.
-async fn sync_sink_metrics(
-    sink: Arc<SinkMetrics>,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) {
-    let mut last = sink.snapshot();
-    let mut tick = tokio::time::interval(SINK_METRICS_SYNC);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let now = sink.snapshot();
-        let add = |outcome: &str, delta: u64| {
-            if delta > 0 {
-                metrics
-                    .deliveries
-                    .get_or_create(&DeliveryLabels {
-                        sink: "http".into(),
-                        outcome: outcome.into(),
-                    })
-                    .inc_by(delta);
-            }
-        };
-        add(
+/// Increases of the endpoint sink's counters, by outcome.
+fn http_deltas(a: &SinkCounters, b: &SinkCounters) -> Vec<(&'static str, u64)> {
+    let mut out = vec![
+        (
             "delivered",
-            now.delivered_events.saturating_sub(last.delivered_events),
-        );
-        add(
+            b.delivered_events.saturating_sub(a.delivered_events),
+        ),
+        (
             "dead_lettered",
-            now.dead_lettered_events
-                .saturating_sub(last.dead_lettered_events),
-        );
-        for (reason, n) in &now.failures {
-            let before = last
-                .failures
-                .iter()
-                .find(|(r, _)| r == reason)
-                .map(|(_, n)| *n)
-                .unwrap_or(0);
-            add(reason.as_str(), n.saturating_sub(before));
-        }
-        last = now;
+            b.dead_lettered_events
+                .saturating_sub(a.dead_lettered_events),
+        ),
+    ];
+    for (reason, n) in &b.failures {
+        let before = a
+            .failures
+            .iter()
+            .find(|(r, _)| r == reason)
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        out.push((reason.as_str(), n.saturating_sub(before)));
     }
+    out
+}
+
+/// Increases of the Kubernetes sink's counters, by outcome.
+fn kube_deltas(a: &KubeCounters, b: &KubeCounters) -> Vec<(&'static str, u64)> {
+    let sum = |v: &[(PatchKind, u64)]| v.iter().map(|(_, n)| *n).sum::<u64>();
+    vec![
+        (
+            "patched",
+            sum(&b.patches_ok).saturating_sub(sum(&a.patches_ok)),
+        ),
+        (
+            "patch_failed",
+            sum(&b.patches_failed).saturating_sub(sum(&a.patches_failed)),
+        ),
+        ("event_sent", b.events_sent.saturating_sub(a.events_sent)),
+        (
+            "event_deduplicated",
+            b.events_deduplicated.saturating_sub(a.events_deduplicated),
+        ),
+        (
+            "event_rate_limited",
+            b.events_rate_limited.saturating_sub(a.events_rate_limited),
+        ),
+    ]
 }

@@ -185,20 +185,21 @@ impl Publisher {
         now: i64,
         summary: &mut NodeSummary,
     ) -> Result<Recorded, LedgerError> {
-        let transitions = self.ledger.apply(findings, None, now)?;
         let version = engine.baseline_version();
-        let mut events: Vec<CloudEvent> = transitions
-            .iter()
-            .map(|t| self.finding_event(t, &engine.profile().name, &version, now))
-            .collect();
-
+        let profile = engine.profile().name.clone();
         // Reboot: pending or not, and since when, from the reboot inspector's facts.
         let facts = engine.facts();
-        let pending = matches!(
-            facts.get("reboot.required"),
-            Lookup::Found(Value::Bool(true))
-        );
-        let known = matches!(facts.get("reboot.required"), Lookup::Found(Value::Bool(_)));
+        let required = facts.get("reboot.required");
+        let state = match required {
+            Lookup::Found(Value::Bool(pending)) => {
+                let since = match facts.get("reboot.pendingSinceUnix") {
+                    Lookup::Found(v) => v.as_i64(),
+                    _ => None,
+                };
+                Some((*pending, since))
+            }
+            _ => None,
+        };
         let reasons: Vec<String> = match facts.get("reboot.reasons") {
             Lookup::Found(Value::Array(a)) => a
                 .iter()
@@ -213,33 +214,34 @@ impl Publisher {
                 .collect(),
             _ => Vec::new(),
         };
-        let mut reboot = None;
-        if known {
-            let since = match facts.get("reboot.pendingSinceUnix") {
-                Lookup::Found(v) => v.as_i64(),
-                _ => None,
-            };
-            let change = self.ledger.set_reboot_pending(pending, since, now)?;
-            let data = json!({"reasons": reasons, "packages": packages});
-            reboot = Some(change);
-            match change {
-                RebootChange::Started { since } => events.push(self.event(
+        // Lifecycle, reboot state and the events they cause: one transaction.
+        let rec = self
+            .ledger
+            .record(findings, None, state, now, |transitions, reboot| {
+                let mut events: Vec<CloudEvent> = transitions
+                    .iter()
+                    .map(|t| self.finding_event(t, &profile, &version, now))
+                    .collect();
+                match reboot {
+                Some(RebootChange::Started { since }) => events.push(self.event(
                     types::REBOOT_REQUIRED,
                     None,
                     &since.to_string(),
-                    json!({"since": rfc3339_secs(since), "reasons": data["reasons"], "packages": data["packages"]}),
+                    json!({"since": rfc3339_secs(since), "reasons": reasons, "packages": packages}),
                     now,
                 )),
-                RebootChange::Cleared { since } => events.push(self.event(
+                Some(RebootChange::Cleared { since }) => events.push(self.event(
                     types::REBOOT_CLEARED,
                     None,
                     &since.to_string(),
                     json!({"pendingSince": rfc3339_secs(since)}),
                     now,
                 )),
-                RebootChange::Unchanged => {}
+                _ => {}
             }
-        }
+                events
+            })?;
+        self.queued(&rec.pushed);
         if let Some(since) = self.ledger.reboot_pending_since()? {
             summary.reboot_required_since = Some(rfc3339_secs(since));
             summary.reboot_reasons = reasons.clone();
@@ -251,10 +253,9 @@ impl Publisher {
             self.metrics.reboot_required.set(0);
             self.metrics.reboot_required_seconds.set(0);
         }
-        self.push(&events, now)?;
         Ok(Recorded {
-            transitions,
-            reboot,
+            transitions: rec.transitions,
+            reboot: rec.reboot,
             reasons,
             packages,
         })
@@ -298,6 +299,12 @@ impl Publisher {
             return Ok(());
         }
         let outcome = self.ledger.outbox_push(events, now)?;
+        self.queued(&outcome);
+        Ok(())
+    }
+
+    /// After events were queued: count what the overflow policy dropped, wake the sink.
+    fn queued(&self, outcome: &crate::ledger::PushOutcome) {
         if !outcome.dropped.is_empty() {
             self.metrics
                 .outbox_dropped
@@ -307,8 +314,9 @@ impl Publisher {
                 "The outbox is full; the oldest events were dropped (heartbeats first)."
             );
         }
-        self.wake.notify_one();
-        Ok(())
+        if outcome.accepted > 0 {
+            self.wake.notify_one();
+        }
     }
 
     fn finding_event(&self, t: &Transition, profile: &str, version: &str, now: i64) -> CloudEvent {
