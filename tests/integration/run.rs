@@ -273,3 +273,21 @@ fn an_invalid_baseline_at_start_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("typo"));
 }
+
+#[test]
+fn an_unreadable_endpoint_ca_file_at_start_exits_64_naming_it() {
+    let host = prepared_host("kubeadm");
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::util::run_bounded(
+        nodedrift()
+            .args(["run", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(dir.path().join("state"))
+            .arg("--host-root")
+            .arg(host.path())
+            .env("NODEDRIFT_ENDPOINT", "https://127.0.0.1:1/events")
+            .env("NODEDRIFT_CA_FILE", "/nonexistent/ca.pem"),
+        30,
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"));
+}

@@ -73,6 +73,7 @@ impl RunError {
             self,
             Self::Engine(EngineError::Baseline(_))
                 | Self::Engine(EngineError::Host(crate::host::HostError::Root { .. }))
+                | Self::Endpoint(_)
         )
     }
 }
@@ -97,7 +98,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
     )?);
     health.store_writable.store(true, Ordering::Relaxed);
     let wake = Arc::new(tokio::sync::Notify::new());
-    let publisher = Publisher::new(
+    let mut publisher = Publisher::new(
         ledger.clone(),
         node,
         wake.clone(),
@@ -171,7 +172,6 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         }
         None => tracing::info!("No central endpoint configured; CloudEvents stay in the outbox."),
     }
-    let mut publisher = publisher;
     publisher.refresh = config.intervals.heartbeat;
     if config.kubernetes.enabled {
         let opts = KubeOptions {
