@@ -616,23 +616,10 @@ impl Config {
 
 /// Reads a configuration file: a regular file, bounded in size.
 fn read_file(path: &Path) -> Result<String, ConfigError> {
-    use std::io::Read;
-    let err = |message: String| ConfigError::Read {
+    crate::localfile::read_bounded(path, MAX_CONFIG_BYTES).map_err(|message| ConfigError::Read {
         file: path.display().to_string(),
         message,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(err("not a regular file".into()));
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
-        .map_err(|e| err(e.to_string()))?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(err(format!("larger than {MAX_CONFIG_BYTES} bytes")));
-    }
-    Ok(text)
+    })
 }
 
 /// Parses a duration: one or more `<integer><unit>` parts, units `ms`, `s`, `m`, `h`

@@ -12,6 +12,7 @@ pub mod finding;
 pub mod host;
 pub mod inspect;
 pub mod ledger;
+pub mod localfile;
 pub mod report;
 pub mod run;
 pub mod yamlpos;

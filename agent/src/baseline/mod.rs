@@ -314,23 +314,12 @@ impl Baseline {
 
 /// Reads a user-supplied baseline file: a regular file, bounded in size.
 fn read_user_file(path: &Path) -> Result<String, BaselineError> {
-    use std::io::Read;
-    let err = |message: String| BaselineError::Read {
-        file: path.to_string_lossy().into_owned(),
-        message,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(err("not a regular file".into()));
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_BASELINE_BYTES + 1).read_to_string(&mut text))
-        .map_err(|e| err(e.to_string()))?;
-    if text.len() as u64 > MAX_BASELINE_BYTES {
-        return Err(err(format!("larger than {MAX_BASELINE_BYTES} bytes")));
-    }
-    Ok(text)
+    crate::localfile::read_bounded(path, MAX_BASELINE_BYTES).map_err(|message| {
+        BaselineError::Read {
+            file: path.to_string_lossy().into_owned(),
+            message,
+        }
+    })
 }
 
 /// The key named by serde's "unknown field `x`" / "missing field `x`" messages.
