@@ -112,16 +112,13 @@ impl Baseline {
     /// Layers one document, named `file` in errors.
     pub fn apply_text(&mut self, file: &str, text: &str) -> Result<(), BaselineError> {
         let doc: RawDocument = serde_norway::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
+            let at = crate::yamlpos::describe(text, &e);
             BaselineError::Invalid {
                 file: file.to_owned(),
-                line,
-                column,
-                key: unknown_field(&e.to_string()),
-                message: e.to_string(),
+                line: at.line,
+                column: at.column,
+                key: at.key,
+                message: at.message,
             }
         })?;
         let invalid = |rule: Option<&str>, key: &str, message: String| {
@@ -320,13 +317,6 @@ fn read_user_file(path: &Path) -> Result<String, BaselineError> {
             message,
         }
     })
-}
-
-/// The key named by serde's "unknown field `x`" / "missing field `x`" messages.
-fn unknown_field(msg: &str) -> Option<String> {
-    let start = msg.find(" field `")? + " field `".len();
-    let len = msg[start..].find('`')?;
-    Some(msg[start..start + len].to_owned())
 }
 
 /// Line and column (1-based) of `key:` inside the rule with `id` (or anywhere when `id` is

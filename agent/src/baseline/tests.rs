@@ -56,7 +56,7 @@ fn unknown_key_names_file_line_column_and_key() {
     };
     assert_eq!(file, "user.yaml");
     assert_eq!(*line, 5, "{e}");
-    assert_eq!(key.as_deref(), Some("expct"));
+    assert_eq!(key.as_deref(), Some("rules[0].expct"));
 }
 
 #[test]
