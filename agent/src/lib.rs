@@ -15,4 +15,5 @@ pub mod ledger;
 pub mod localfile;
 pub mod report;
 pub mod run;
+pub mod sys;
 pub mod yamlpos;
