@@ -23,6 +23,52 @@ pub struct CheckOptions {
     /// User baseline files layered over the profile, in order.
     pub baselines: Vec<PathBuf>,
     pub inspect: inspect::Options,
+    /// File integrity: where the store is, and the ad-hoc `--watch` paths.
+    pub files: FilesOptions,
+}
+
+/// File-integrity options of a check.
+#[derive(Debug, Clone, Default)]
+pub struct FilesOptions {
+    /// The state directory holding `files.redb`; `None` skips file integrity.
+    pub state_dir: Option<PathBuf>,
+    /// Ad-hoc watch paths: when given, the check covers only file integrity over them.
+    pub watch: Vec<PathBuf>,
+    /// Attributes of the ad-hoc set (default: the `config` preset's).
+    pub attributes: Option<crate::files::AttrSet>,
+}
+
+impl FilesOptions {
+    /// The watch spec in force: the ad-hoc set, or the baseline's sets.
+    pub fn spec(&self, baseline: &Baseline) -> Result<crate::files::WatchSpec, CheckError> {
+        if self.watch.is_empty() {
+            return Ok(baseline.watch_spec());
+        }
+        let set = crate::files::WatchSet::ad_hoc(&self.watch, self.attributes)
+            .map_err(|e| CheckError::Usage(e.to_string()))?;
+        Ok(crate::files::WatchSpec::new(vec![set]))
+    }
+}
+
+/// The file-integrity part of a report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileIntegrity {
+    /// `verified`, `not-captured`, `other-host`, `damaged`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<crate::files::StoreInfo>,
+    pub entries: usize,
+    pub changed: usize,
+    pub hashed: usize,
+    pub hashed_bytes: u64,
+    /// Files larger than the hashing cap, tracked by metadata only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metadata_only: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_roots: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A check that could not run at all.
@@ -32,12 +78,22 @@ pub enum CheckError {
     Baseline(#[from] BaselineError),
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Store(#[from] crate::files::StoreError),
 }
 
 impl CheckError {
     /// Bad input from the user (exit 64) rather than an internal failure.
     pub fn is_usage(&self) -> bool {
-        matches!(self, Self::Baseline(_) | Self::Host(HostError::Root { .. }))
+        matches!(
+            self,
+            Self::Baseline(_)
+                | Self::Host(HostError::Root { .. })
+                | Self::Usage(_)
+                | Self::Store(crate::files::StoreError::NotCaptured { .. })
+        )
     }
 }
 
@@ -65,6 +121,8 @@ pub struct CheckReport {
     pub baselines: Vec<String>,
     pub summary: Summary,
     pub findings: Vec<Finding>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_integrity: Option<FileIntegrity>,
     #[serde(skip)]
     pub facts: Facts,
     #[serde(skip)]
@@ -109,15 +167,41 @@ pub fn run(opts: &CheckOptions) -> Result<CheckReport, CheckError> {
         // Validate a forced profile before spending time on the host.
         baseline::profiles::files(p)?;
     }
-    let mut facts = inspect::inspect(&host, &opts.inspect, &[os::NAME]);
-    let profile = choose_profile(opts.profile.as_deref(), &facts);
-    let baseline = load_baseline(&profile.name, &opts.baselines)?;
-    let mut inspect_opts = opts.inspect.clone();
-    inspect_opts.sysctl_keys.extend(baseline.sysctl_keys());
-    let others: Vec<&str> = inspect::names().filter(|n| *n != os::NAME).collect();
-    let rest = inspect::inspect(&host, &inspect_opts, &others);
-    facts.components.extend(rest.components);
-    let mut findings = baseline::evaluate(&baseline, &facts);
+    let ad_hoc = !opts.files.watch.is_empty();
+    let (mut facts, profile, baseline) = if ad_hoc {
+        // `--watch`: file integrity over the given trees only, no profile.
+        let profile = ProfileChoice {
+            name: "none".into(),
+            selected_by: "forced",
+            reason: "--watch checks file integrity only".into(),
+        };
+        (
+            Facts::default(),
+            profile,
+            load_baseline("none", &opts.baselines)?,
+        )
+    } else {
+        let facts = inspect::inspect(&host, &opts.inspect, &[os::NAME]);
+        let profile = choose_profile(opts.profile.as_deref(), &facts);
+        let baseline = load_baseline(&profile.name, &opts.baselines)?;
+        (facts, profile, baseline)
+    };
+    let mut findings = Vec::new();
+    if !ad_hoc {
+        let mut inspect_opts = opts.inspect.clone();
+        inspect_opts.sysctl_keys.extend(baseline.sysctl_keys());
+        let others: Vec<&str> = inspect::names().filter(|n| *n != os::NAME).collect();
+        let rest = inspect::inspect(&host, &inspect_opts, &others);
+        facts.components.extend(rest.components);
+        findings = baseline::evaluate(&baseline, &facts);
+    }
+    let spec = opts.files.spec(&baseline)?;
+    let file_integrity = match &opts.files.state_dir {
+        Some(dir) if !spec.is_empty() => {
+            Some(check_files(&host, &spec, dir, ad_hoc, &mut findings)?)
+        }
+        _ => None,
+    };
     // Grouped by component in registry order; within one, failures first, most severe first.
     findings.sort_by(|a, b| report_order(a).cmp(&report_order(b)));
     Ok(CheckReport {
@@ -129,9 +213,86 @@ pub fn run(opts: &CheckOptions) -> Result<CheckReport, CheckError> {
         baselines: baseline.layers.clone(),
         summary: Summary::of(&findings),
         findings,
+        file_integrity,
         facts,
         duration: started.elapsed(),
         warnings: baseline.warnings,
+    })
+}
+
+/// Verifies the file baseline in `state_dir` and appends its findings. A store captured for
+/// another host root is left alone (a check of a fixture tree must not compare it with the
+/// node's own baseline); a damaged or tampered store is a critical finding, not a re-capture.
+fn check_files(
+    host: &HostRoot,
+    spec: &crate::files::WatchSpec,
+    state_dir: &std::path::Path,
+    ad_hoc: bool,
+    findings: &mut Vec<Finding>,
+) -> Result<FileIntegrity, CheckError> {
+    use crate::files::{self, Store, StoreError};
+    let empty = |state, note: String| FileIntegrity {
+        state,
+        store: None,
+        entries: 0,
+        changed: 0,
+        hashed: 0,
+        hashed_bytes: 0,
+        metadata_only: Vec::new(),
+        missing_roots: Vec::new(),
+        note: Some(note),
+    };
+    let store = match Store::open(state_dir) {
+        Ok(s) => s,
+        Err(e @ StoreError::NotCaptured { .. }) if ad_hoc => return Err(e.into()),
+        Err(e @ StoreError::NotCaptured { .. }) => return Ok(empty("not-captured", e.to_string())),
+        Err(e) if e.is_integrity() => {
+            findings.push(files::store_finding(&e));
+            return Ok(empty("damaged", e.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let root = host.root().to_string_lossy().into_owned();
+    match store.host_root() {
+        Ok(Some(r)) if r != root => {
+            return Ok(empty(
+                "other-host",
+                format!(
+                    "the file baseline in {} was captured for host root {r}, not {root}",
+                    state_dir.display()
+                ),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let v = match files::verify::verify(host, spec, &store, &files::VerifyOptions::default()) {
+        Ok(v) => v,
+        Err(e) if e.is_integrity() => {
+            findings.push(files::store_finding(&e));
+            return Ok(empty("damaged", e.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    findings.extend(files::findings(
+        spec,
+        &v,
+        Some(&store),
+        Some(host),
+        &files::unattributed_oneshot,
+    ));
+    Ok(FileIntegrity {
+        state: "verified",
+        store: v.store.clone(),
+        entries: v.entries,
+        changed: v.changes.len(),
+        hashed: v.hashed,
+        hashed_bytes: v.hashed_bytes,
+        metadata_only: v.metadata_only.iter().map(|p| crate::host::display(p)).collect(),
+        missing_roots: v.missing_roots.iter().map(|p| crate::host::display(p)).collect(),
+        note: v.spec_changed.then(|| {
+            "the watch sets changed since the capture: newly watched files show as added; accept them or re-capture".to_owned()
+        }),
     })
 }
 

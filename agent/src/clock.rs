@@ -24,6 +24,16 @@ pub fn rfc3339_secs(secs: i64) -> String {
     )
 }
 
+/// RFC 3339 with nanoseconds (`2024-01-01T00:00:00.123456789Z`); whole seconds print without
+/// a fraction.
+pub fn rfc3339_ns(secs: i64, nanos: u32) -> String {
+    let base = rfc3339_secs(secs);
+    if nanos == 0 {
+        return base;
+    }
+    format!("{}.{nanos:09}Z", base.trim_end_matches('Z'))
+}
+
 /// Proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

@@ -60,6 +60,9 @@ pub struct Finding {
     pub policy: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediation: Option<String>,
+    /// Component-specific detail (a file change: the attributes, diff and who made it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
 }
 
 /// Counts of findings.

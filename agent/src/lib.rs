@@ -8,6 +8,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod facts;
+pub mod files;
 pub mod finding;
 pub mod host;
 pub mod inspect;

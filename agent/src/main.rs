@@ -49,6 +49,35 @@ struct BaselineArgs {
     baselines: Vec<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+struct StateArgs {
+    /// Where the stores live (the file baseline is `files.redb` there).
+    #[arg(
+        long,
+        env = "NODEDRIFT_STATE_DIR",
+        value_name = "DIR",
+        default_value = "/var/lib/nodedrift"
+    )]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct WatchArgs {
+    /// Track this host path and everything below it instead of the baseline's watch sets
+    /// (repeatable). File integrity only: no other component is checked.
+    #[arg(long = "watch", value_name = "PATH")]
+    watch: Vec<PathBuf>,
+    /// Attributes tracked for `--watch` paths, comma-separated (default: the `config` preset:
+    /// type,mode,uid,gid,size,sha256,target,xattrs). Known: type, mode, uid, gid, size,
+    /// sha256, target, xattrs, mtime, ctime, inode.
+    #[arg(long, value_name = "LIST", value_parser = parse_attrs, requires = "watch")]
+    attributes: Option<nodedrift::files::AttrSet>,
+}
+
+fn parse_attrs(s: &str) -> Result<nodedrift::files::AttrSet, String> {
+    nodedrift::files::AttrSet::parse_list(s)
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Color {
     Auto,
@@ -73,6 +102,10 @@ enum Command {
         /// Colour the table: auto (on a terminal, unless NO_COLOR is set), always, never.
         #[arg(long, value_enum, default_value_t = Color::Auto)]
         color: Color,
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(flatten)]
+        watch: WatchArgs,
     },
     /// Run continuously: re-check on every change and report it (central endpoint, Node
     /// object, metrics). Settings: the config file, then NODEDRIFT_*/NODE_NAME environment
@@ -142,6 +175,41 @@ enum BaselineCommand {
         #[arg(long)]
         policy: bool,
     },
+    /// Record the file-integrity baseline: walk the watch sets (or `--watch` paths), hash
+    /// every file and store the result in the state directory.
+    Capture {
+        #[command(flatten)]
+        host: HostArgs,
+        #[command(flatten)]
+        baseline: BaselineArgs,
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(flatten)]
+        watch: WatchArgs,
+        /// Replace an existing baseline (a damaged one is kept aside as evidence).
+        #[arg(long)]
+        force: bool,
+        /// Print the capture summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-baseline approved changes: record the current state of PATHs (files, or directories
+    /// with everything below them) and who accepted them and why.
+    Accept {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Why the change is approved (recorded with the user who ran the command).
+        #[arg(long, required = true)]
+        reason: String,
+        #[command(flatten)]
+        host: HostArgs,
+        #[command(flatten)]
+        baseline: BaselineArgs,
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(flatten)]
+        watch: WatchArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -194,12 +262,19 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             format,
             show_pass,
             color,
+            state,
+            watch,
         } => {
             let opts = CheckOptions {
                 host_root: host.host_root,
                 profile: baseline.profile,
                 baselines: baseline.baselines,
                 inspect: inspect::Options::default(),
+                files: check::FilesOptions {
+                    state_dir: Some(state.state_dir),
+                    watch: watch.watch,
+                    attributes: watch.attributes,
+                },
             };
             let report = check::run(&opts)?;
             let color = match color {
@@ -287,6 +362,22 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             print_out(&(serde_json::to_string_pretty(&facts.components)? + "\n"))?;
             Ok(0)
         }
+        Command::Baseline(BaselineCommand::Capture {
+            host,
+            baseline,
+            state,
+            watch,
+            force,
+            json,
+        }) => capture(host, baseline, state, watch, force, json),
+        Command::Baseline(BaselineCommand::Accept {
+            paths,
+            reason,
+            host,
+            baseline,
+            state,
+            watch,
+        }) => accept(paths, &reason, host, baseline, state, watch),
         Command::Baseline(BaselineCommand::Validate { files, profile }) => {
             validate(&files, profile.as_deref())
         }
@@ -313,6 +404,167 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             print_out(&text)?;
             Ok(0)
         }
+    }
+}
+
+/// The watch spec for the file-integrity commands: `--watch` paths, or the baseline's sets.
+fn files_spec(
+    host: &HostRoot,
+    baseline: BaselineArgs,
+    watch: WatchArgs,
+) -> anyhow::Result<nodedrift::files::WatchSpec> {
+    let name = match (&baseline.profile, watch.watch.is_empty()) {
+        (_, false) => "none".to_owned(),
+        (Some(p), true) => p.clone(),
+        (None, true) => {
+            let facts = inspect::inspect(host, &inspect::Options::default(), &[inspect::os::NAME]);
+            check::choose_profile(None, &facts).name
+        }
+    };
+    let b = check::load_baseline(&name, &baseline.baselines)?;
+    let files = check::FilesOptions {
+        state_dir: None,
+        watch: watch.watch,
+        attributes: watch.attributes,
+    };
+    let spec = files.spec(&b)?;
+    if spec.is_empty() {
+        anyhow::bail!(CheckError::Usage(format!(
+            "profile {name} watches no files; give --watch PATH or a baseline with `files:` sets"
+        )));
+    }
+    Ok(spec)
+}
+
+fn capture(
+    host: HostArgs,
+    baseline: BaselineArgs,
+    state: StateArgs,
+    watch: WatchArgs,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<u8> {
+    use nodedrift::files::{self, Store, StoreError};
+    let host = HostRoot::new(&host.host_root)?;
+    let spec = files_spec(&host, baseline, watch)?;
+    let file = Store::file(&state.state_dir);
+    let store = match Store::open(&state.state_dir) {
+        Ok(s) if s.is_captured()? && !force => {
+            let info = s.info()?;
+            eprintln!(
+                "nodedrift: error: {}: a file baseline is already captured ({} entries at {}, digest {}); \
+                 accept approved changes with `nodedrift baseline accept`, or replace it with --force",
+                info.path, info.entries, info.captured_at, info.digest
+            );
+            return Ok(EXIT_USAGE);
+        }
+        Ok(s) => s,
+        Err(StoreError::NotCaptured { .. }) => Store::create(&state.state_dir)?,
+        Err(e) if e.is_integrity() && force => {
+            let aside =
+                file.with_extension(format!("redb.damaged-{}", nodedrift::run::publish::now()));
+            std::fs::rename(&file, &aside)
+                .with_context(|| format!("moving {} aside", file.display()))?;
+            eprintln!("nodedrift: kept the damaged store as {}", aside.display());
+            Store::create(&state.state_dir)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let tty = std::io::stderr().is_terminal();
+    let show = |done: usize, total: usize, bytes: u64| {
+        eprint!("\rhashing: {done}/{total} files, {} MiB   ", bytes >> 20);
+    };
+    let progress: Option<files::ProgressFn<'_>> = if tty && !json { Some(&show) } else { None };
+    let report = files::capture(&host, &spec, &store, progress)?;
+    if progress.is_some() {
+        eprintln!();
+    }
+    if json {
+        print_out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+    } else {
+        let mut text = format!(
+            "captured {} entries ({} files hashed, {} MiB) in {:.2?} into {}\ndigest {}\n",
+            report.entries,
+            report.hashed,
+            report.hashed_bytes >> 20,
+            report.duration,
+            report.store.path,
+            report.store.digest
+        );
+        for p in &report.metadata_only {
+            text.push_str(&format!(
+                "metadata only (larger than the hashing cap): {p}\n"
+            ));
+        }
+        for p in &report.missing_roots {
+            text.push_str(&format!("not present (watched when it appears): {p}\n"));
+        }
+        for e in &report.errors {
+            text.push_str(&format!("not captured: {e}\n"));
+        }
+        if report.truncated {
+            text.push_str("warning: the entry limit stopped the walk; the baseline is partial\n");
+        }
+        print_out(&text)?;
+    }
+    Ok(if report.errors.is_empty() && !report.truncated {
+        0
+    } else {
+        3
+    })
+}
+
+fn accept(
+    paths: Vec<PathBuf>,
+    reason: &str,
+    host: HostArgs,
+    baseline: BaselineArgs,
+    state: StateArgs,
+    watch: WatchArgs,
+) -> anyhow::Result<u8> {
+    use nodedrift::files::{self, AcceptError, Store};
+    let host = HostRoot::new(&host.host_root)?;
+    let spec = files_spec(&host, baseline, watch)?;
+    let store = Store::open(&state.state_dir)?;
+    let uid = nix::unistd::getuid().as_raw();
+    let by = std::env::var("SUDO_USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| format!("uid {uid}"));
+    match files::accept(&host, &spec, &store, &paths, reason, (by, uid)) {
+        Ok(r) => {
+            let mut text = String::new();
+            for p in &r.updated {
+                text.push_str(&format!("accepted: {p}\n"));
+            }
+            for p in &r.removed {
+                text.push_str(&format!("accepted removal: {p}\n"));
+            }
+            if r.updated.is_empty() && r.removed.is_empty() {
+                text.push_str(
+                    "nothing differed from the baseline; recorded the acceptance anyway\n",
+                );
+            }
+            text.push_str(&format!(
+                "by {} at {}: {}\ndigest {}\n",
+                r.record.by, r.record.at, r.record.reason, r.store.digest
+            ));
+            print_out(&text)?;
+            Ok(0)
+        }
+        Err(
+            e @ (AcceptError::NoReason | AcceptError::NotWatched(_) | AcceptError::Unreadable(_)),
+        ) => {
+            eprintln!("nodedrift: error: {e}");
+            Ok(EXIT_USAGE)
+        }
+        Err(AcceptError::Store(e)) => Err(e.into()),
     }
 }
 

@@ -130,5 +130,6 @@ fn finding(
         evidence: facts.evidence_for(segments).cloned().unwrap_or_default(),
         policy: rule.policy.clone(),
         remediation: rule.remediation.clone(),
+        detail: None,
     }
 }

@@ -22,7 +22,7 @@ pub mod profiles;
 
 pub use evaluate::evaluate;
 pub use expect::Check;
-pub use model::{Expectation, RawDocument, RawRule, Severity};
+pub use model::{Expectation, RawDocument, RawRule, RawWatchSet, Severity};
 
 /// Largest baseline file accepted (far above any real one).
 const MAX_BASELINE_BYTES: u64 = 4 << 20;
@@ -91,6 +91,8 @@ pub struct Baseline {
     pub layers: Vec<String>,
     /// Non-fatal remarks (a patch of an id no layer below defines).
     pub warnings: Vec<String>,
+    /// File-integrity watch sets, in definition order (the last matching set governs a path).
+    pub files: Vec<crate::files::WatchSet>,
 }
 
 impl Baseline {
@@ -164,6 +166,21 @@ impl Baseline {
         }
         for raw in &doc.rules {
             self.apply_rule(file, raw)
+                .map_err(|(key, message)| invalid(Some(&raw.id), key, message))?;
+        }
+        let mut seen = HashSet::new();
+        for raw in &doc.files {
+            if raw.id.trim().is_empty() || !seen.insert(raw.id.as_str()) {
+                return Err(invalid(
+                    Some(&raw.id),
+                    "id",
+                    format!(
+                        "watch set id {:?} is empty or appears twice in this document",
+                        raw.id
+                    ),
+                ));
+            }
+            self.apply_watch_set(file, raw)
                 .map_err(|(key, message)| invalid(Some(&raw.id), key, message))?;
         }
         self.layers.push(file.to_owned());
@@ -268,6 +285,104 @@ impl Baseline {
         Ok(())
     }
 
+    fn apply_watch_set(
+        &mut self,
+        file: &str,
+        raw: &RawWatchSet,
+    ) -> Result<(), (&'static str, String)> {
+        use crate::files::{AttrSet, WatchSet, glob::Pattern};
+        let patterns = raw
+            .paths
+            .as_ref()
+            .map(|ps| {
+                if ps.is_empty() {
+                    return Err(("paths", "must list at least one pattern".to_owned()));
+                }
+                ps.iter()
+                    .map(|p| Pattern::new(p).map_err(|e| ("paths", e.to_string())))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let attributes = raw.attributes.as_ref().map(|a| AttrSet::of(a));
+        if let Some(p) = &raw.policy
+            && p.trim().is_empty()
+        {
+            return Err((
+                "policy",
+                "must name the support-policy clause the set protects".into(),
+            ));
+        }
+        if let Some(i) = self.files.iter().position(|s| s.id == raw.id) {
+            if raw.disabled == Some(true) {
+                self.files.remove(i);
+                return Ok(());
+            }
+            let s = &mut self.files[i];
+            if let Some(p) = patterns {
+                s.patterns = p;
+            }
+            if let Some(p) = raw.preset {
+                s.preset = p;
+                if attributes.is_none() {
+                    s.attributes = p.attributes();
+                }
+            }
+            if let Some(a) = attributes {
+                s.attributes = a;
+            }
+            if let Some(t) = &raw.title {
+                s.title = t.clone();
+            }
+            if let Some(v) = raw.severity {
+                s.severity = v;
+            }
+            if let Some(p) = &raw.policy {
+                s.policy = p.clone();
+            }
+            if let Some(m) = &raw.remediation {
+                s.remediation = Some(m.clone());
+            }
+            s.sources.push(file.to_owned());
+            return Ok(());
+        }
+        if raw.disabled == Some(true) {
+            self.warnings.push(format!(
+                "{file}: watch set {:?} is disabled but no layer below defines it",
+                raw.id
+            ));
+            return Ok(());
+        }
+        let missing = |k: &'static str| (k, format!("a new watch set needs `{k}`"));
+        let patterns = patterns.ok_or_else(|| missing("paths"))?;
+        let preset = raw.preset.unwrap_or(crate::files::Preset::Config);
+        let ignore = preset == crate::files::Preset::Ignore;
+        self.files.push(WatchSet {
+            id: raw.id.clone(),
+            title: raw.title.clone().unwrap_or_else(|| raw.id.clone()),
+            patterns,
+            preset,
+            attributes: attributes.unwrap_or(preset.attributes()),
+            severity: match raw.severity {
+                Some(s) => s,
+                None if ignore => Severity::Info,
+                None => return Err(missing("severity")),
+            },
+            policy: match &raw.policy {
+                Some(p) => p.clone(),
+                None if ignore => String::new(),
+                None => return Err(missing("policy")),
+            },
+            remediation: raw.remediation.clone(),
+            sources: vec![file.to_owned()],
+        });
+        Ok(())
+    }
+
+    /// The file-integrity watch spec of this baseline.
+    pub fn watch_spec(&self) -> crate::files::WatchSpec {
+        crate::files::WatchSpec::new(self.files.clone())
+    }
+
     /// Sysctl keys named by `sysctl.runtime.<key>` rule paths (the sysctl inspector reads them
     /// even when no file persists them).
     pub fn sysctl_keys(&self) -> std::collections::BTreeSet<String> {
@@ -305,6 +420,22 @@ impl Baseline {
                 description: Some(format!("effective rules from: {}", self.layers.join(", "))),
             },
             rules: self.rules.iter().map(Rule::to_raw).collect(),
+            files: self
+                .files
+                .iter()
+                .map(|s| RawWatchSet {
+                    id: s.id.clone(),
+                    title: Some(s.title.clone()),
+                    paths: Some(s.patterns.iter().map(|p| p.as_str().to_owned()).collect()),
+                    preset: Some(s.preset),
+                    attributes: (s.attributes != s.preset.attributes())
+                        .then(|| s.attributes.iter().collect()),
+                    severity: Some(s.severity),
+                    policy: (!s.policy.is_empty()).then(|| s.policy.clone()),
+                    remediation: s.remediation.clone(),
+                    disabled: None,
+                })
+                .collect(),
         }
     }
 }

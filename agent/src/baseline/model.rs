@@ -22,6 +22,34 @@ pub struct RawDocument {
     pub metadata: RawMetadata,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+    /// File-integrity watch sets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<RawWatchSet>,
+}
+
+/// A file-integrity watch set as written. Layers patch sets by `id` like rules.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawWatchSet {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Absolute glob patterns (`*`, `?`, `**`; see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<crate::files::Preset>,
+    /// Replaces the preset's attribute list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<Vec<crate::files::Attr>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

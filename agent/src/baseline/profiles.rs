@@ -29,6 +29,7 @@ const GENERIC: &[EmbeddedFile] = embed!(
     "generic/sysctl.yaml",
     "generic/reboot.yaml",
     "generic/os.yaml",
+    "generic/files.yaml",
 );
 
 const AKS: &[EmbeddedFile] = embed!(
@@ -38,6 +39,7 @@ const AKS: &[EmbeddedFile] = embed!(
     "aks/sysctl.yaml",
     "aks/reboot.yaml",
     "aks/os.yaml",
+    "aks/files.yaml",
 );
 
 const AKS_UBUNTU: &[EmbeddedFile] = embed!("aks-ubuntu.yaml");

@@ -56,7 +56,7 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    fn from_mode(mode: u32) -> Self {
+    pub fn from_mode(mode: u32) -> Self {
         match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
             SFlag::S_IFDIR => Self::Directory,
             SFlag::S_IFLNK => Self::Symlink,
@@ -102,7 +102,7 @@ pub struct FileMeta {
 }
 
 impl FileMeta {
-    fn from_stat(st: &FileStat) -> Self {
+    pub fn from_stat(st: &FileStat) -> Self {
         Self {
             kind: FileKind::from_mode(st.st_mode),
             mode: st.st_mode & 0o7777,
@@ -337,6 +337,23 @@ impl HostRoot {
         let fd = self.resolve(path, OFlag::O_PATH, true)?;
         let st = fstat(fd.as_fd()).map_err(|e| HostError::from_errno(path, e))?;
         Ok((fd, FileMeta::from_stat(&st)))
+    }
+
+    /// Opens the directory `path` for listing; a final symlink is not followed (`ELOOP`).
+    /// The file-integrity walk descends from this fd with `O_NOFOLLOW` opens only, so it can
+    /// never leave the root.
+    pub fn open_dir(&self, path: &Path) -> Result<OwnedFd, HostError> {
+        self.resolve(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY, false)
+    }
+
+    /// Opens `path` for reading without following a final symlink and without blocking on a
+    /// FIFO; the caller checks the type with `fstat` before reading.
+    pub fn open_read_nofollow(&self, path: &Path) -> Result<OwnedFd, HostError> {
+        self.resolve(
+            path,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+            false,
+        )
     }
 
     /// The raw target of the symlink at `path` (the final component is not followed).

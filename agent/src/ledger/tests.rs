@@ -28,6 +28,7 @@ fn finding(rule: &str, component: &str, path: &str, status: Status) -> Finding {
         evidence: Evidence::file("/etc/x"),
         policy: "p".into(),
         remediation: None,
+        detail: None,
     }
 }
 
@@ -794,6 +795,7 @@ fn record_commits_transitions_reboot_and_their_events_together() {
         evidence: crate::facts::Evidence::default(),
         policy: "cis/4.2".into(),
         remediation: None,
+        detail: None,
     };
     let rec = ledger
         .record(

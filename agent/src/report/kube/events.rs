@@ -313,6 +313,7 @@ mod tests {
             evidence: Evidence::default(),
             policy: "aks/out-of-band-changes".into(),
             remediation: None,
+            detail: None,
         };
         let mut t = Transition {
             change: Change::Opened,

@@ -77,6 +77,7 @@ pub fn system_label_findings(
                 evidence: evidence.clone(),
                 policy: POLICY.to_owned(),
                 remediation: Some(REMEDIATION.to_owned()),
+                detail: None,
             }
         })
         .collect();
@@ -98,6 +99,7 @@ pub fn system_label_findings(
         evidence,
         policy: POLICY.to_owned(),
         remediation: None,
+        detail: None,
     }]
 }
 

@@ -1,0 +1,464 @@
+//! File integrity: which files matter ([`spec`]), what they looked like when the baseline was
+//! captured ([`store`]), and how they differ now ([`verify`]).
+//!
+//! A change is a finding of component `files` whose `path` is the file, until the file is back
+//! to its baseline state or the change is accepted (`nodedrift baseline accept`). A burst of
+//! changes to one file is one finding.
+
+pub mod diff;
+pub mod entry;
+pub mod glob;
+pub mod scan;
+pub mod spec;
+pub mod store;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::facts::Evidence;
+use crate::finding::{Finding, Status};
+use crate::host::{FileKind, HostRoot};
+pub use spec::{Attr, AttrSet, Preset, WatchSet, WatchSpec};
+pub use store::{AcceptRecord, Store, StoreError, StoreInfo};
+pub use verify::{Change, ChangeKind, Verification, VerifyOptions};
+
+/// The component name of file-integrity findings.
+pub const COMPONENT: &str = "files";
+
+/// What a capture recorded.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureReport {
+    pub store: StoreInfo,
+    pub entries: usize,
+    pub hashed: usize,
+    pub hashed_bytes: u64,
+    pub metadata_only: Vec<String>,
+    pub errors: Vec<String>,
+    pub missing_roots: Vec<String>,
+    pub truncated: bool,
+    #[serde(skip)]
+    pub duration: Duration,
+}
+
+/// Progress callback of a long capture: (files hashed, of files, bytes hashed).
+pub type ProgressFn<'a> = &'a (dyn Fn(usize, usize, u64) + Sync);
+
+/// Walks, hashes and records the whole baseline, replacing what the store held.
+pub fn capture(
+    host: &HostRoot,
+    spec: &WatchSpec,
+    store: &Store,
+    progress: Option<ProgressFn<'_>>,
+) -> Result<CaptureReport, StoreError> {
+    let started = Instant::now();
+    let mut walk = scan::walk(host, spec, None);
+    let which: Vec<usize> = (0..walk.entries.len())
+        .filter(|i| {
+            walk.entries[*i].meta.kind == FileKind::File
+                && spec.sets[walk.sets[*i]].attributes.has(Attr::Sha256)
+        })
+        .collect();
+    let total_bytes: u64 = which.iter().map(|i| walk.entries[*i].meta.size).sum();
+    let counters = scan::Progress::default();
+    let want_xattrs = spec.sets.iter().any(|s| s.attributes.has(Attr::Xattrs));
+    let opts = scan::HashOptions {
+        threads: spec.limits.threads,
+        max_bytes: spec.limits.max_hash_bytes,
+        want_xattrs,
+        keep_text_below: spec.limits.max_diff_bytes,
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let texts = std::thread::scope(|s| {
+        if let Some(p) = progress {
+            let (c, d, n) = (&counters, &done, which.len());
+            s.spawn(move || {
+                while !d.load(Ordering::Relaxed) {
+                    p(
+                        c.files_done.load(Ordering::Relaxed),
+                        n,
+                        c.bytes_done.load(Ordering::Relaxed),
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            });
+        }
+        let t = scan::hash(host, &mut walk.entries, &which, opts, None, Some(&counters));
+        done.store(true, Ordering::Relaxed);
+        t
+    });
+    if let Some(p) = progress {
+        p(which.len(), which.len(), total_bytes);
+    }
+    let now = crate::run::publish::now();
+    for &i in &which {
+        walk.entries[i].hashed_at = now;
+    }
+    let content: Vec<(PathBuf, Vec<u8>)> = texts
+        .into_iter()
+        .map(|(i, t)| (walk.entries[i].path.clone(), t))
+        .collect();
+    let root = host.root().to_string_lossy().into_owned();
+    let info = store.capture(&walk.entries, &content, &spec.fingerprint(), &root, now)?;
+    let mut errors: Vec<String> = walk
+        .errors
+        .iter()
+        .map(|e| format!("{}: {}", crate::host::display(&e.path), e.reason))
+        .collect();
+    errors.extend(walk.entries.iter().filter_map(|e| match &e.digest {
+        entry::Digest::Unread(r) => Some(format!("{}: {r}", crate::host::display(&e.path))),
+        _ => None,
+    }));
+    Ok(CaptureReport {
+        store: info,
+        entries: walk.entries.len(),
+        hashed: which.len(),
+        hashed_bytes: total_bytes,
+        metadata_only: walk
+            .entries
+            .iter()
+            .filter(|e| e.digest == entry::Digest::TooLarge)
+            .map(|e| crate::host::display(&e.path))
+            .collect(),
+        errors,
+        missing_roots: walk
+            .missing_roots
+            .iter()
+            .map(|p| crate::host::display(p))
+            .collect(),
+        truncated: walk.truncated,
+        duration: started.elapsed(),
+    })
+}
+
+/// What `baseline accept` did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptReport {
+    pub updated: Vec<String>,
+    pub removed: Vec<String>,
+    pub record: AcceptRecord,
+    pub store: StoreInfo,
+}
+
+/// Re-baselines `paths` (files, or directories with everything below them) to their current
+/// state, recording who and why. Paths outside every watch set are an error: accepting them
+/// would silently track nothing.
+pub fn accept(
+    host: &HostRoot,
+    spec: &WatchSpec,
+    store: &Store,
+    paths: &[PathBuf],
+    reason: &str,
+    by: (String, u32),
+) -> Result<AcceptReport, AcceptError> {
+    if reason.trim().is_empty() {
+        return Err(AcceptError::NoReason);
+    }
+    for p in paths {
+        if !p.is_absolute() {
+            return Err(AcceptError::NotWatched(crate::host::display(p)));
+        }
+        if spec.govern(p).is_none() && !spec.descend(p) && store.get(p)?.is_none() {
+            return Err(AcceptError::NotWatched(crate::host::display(p)));
+        }
+    }
+    let v = verify::verify(
+        host,
+        spec,
+        store,
+        &VerifyOptions {
+            only: Some(paths.to_vec()),
+            rehash_all: true,
+            ..VerifyOptions::default()
+        },
+    )?;
+    if let Some(e) = v.errors.first() {
+        return Err(AcceptError::Unreadable(format!(
+            "{}: {}",
+            crate::host::display(&e.path),
+            e.reason
+        )));
+    }
+    let mut update = store::Update::default();
+    let mut updated = Vec::new();
+    let mut removed = Vec::new();
+    let mut fresh: Vec<entry::Entry> = Vec::new();
+    for c in &v.changes {
+        match &c.after {
+            Some(e) => {
+                fresh.push(e.clone());
+                updated.push(crate::host::display(&c.path));
+                let text = (e.meta.kind == FileKind::File
+                    && e.meta.mode & 0o004 != 0
+                    && e.meta.size <= spec.limits.max_diff_bytes)
+                    .then(|| host.read(&c.path, spec.limits.max_diff_bytes).ok())
+                    .flatten()
+                    .filter(|t| scan::is_text(t));
+                update.content.push((c.path.clone(), text));
+            }
+            None => {
+                update.remove.push(c.path.clone());
+                update.content.push((c.path.clone(), None));
+                removed.push(crate::host::display(&c.path));
+            }
+        }
+    }
+    update.upsert = fresh.iter().collect();
+    let record = AcceptRecord {
+        at: crate::clock::rfc3339(std::time::SystemTime::now()),
+        paths: paths.iter().map(|p| crate::host::display(p)).collect(),
+        reason: reason.trim().to_owned(),
+        by: by.0,
+        uid: by.1,
+    };
+    update.accept = Some(record.clone());
+    store.update(&update)?;
+    Ok(AcceptReport {
+        updated,
+        removed,
+        record,
+        store: store.info()?,
+    })
+}
+
+/// Why an accept was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("--reason must say why the change is approved")]
+    NoReason,
+    #[error("{0}: not in any file-integrity watch set (nothing to accept)")]
+    NotWatched(String),
+    #[error("{0}; nothing was accepted")]
+    Unreadable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Who did a change, as findings carry it.
+pub type AttributionFn<'a> = &'a dyn Fn(&Path) -> Value;
+
+/// The findings of a verification: one `fail` per changed path, one `unknown` per path that
+/// could not be examined, and one `pass` per watch set without either.
+pub fn findings(
+    spec: &WatchSpec,
+    v: &Verification,
+    store: Option<&Store>,
+    host: Option<&HostRoot>,
+    attribution: AttributionFn<'_>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut failing = vec![false; spec.sets.len()];
+    for c in &v.changes {
+        let set = &spec.sets[c.set];
+        failing[c.set] = true;
+        let path = crate::host::display(&c.path);
+        let what: Vec<String> = c
+            .attributes
+            .iter()
+            .map(|a| format!("{} {} → {}", a.attribute, short(&a.before), short(&a.after)))
+            .collect();
+        let reason = match c.kind {
+            ChangeKind::Modified => format!("modified: {}", what.join(", ")),
+            ChangeKind::Added => "added since the baseline".to_owned(),
+            ChangeKind::Removed => "removed since the baseline".to_owned(),
+        };
+        let diff = match (c.kind, store, host, &c.after) {
+            (ChangeKind::Modified, Some(store), Some(host), Some(after))
+                if after.meta.kind == FileKind::File
+                    && c.attributes.iter().any(|a| a.attribute == Attr::Sha256) =>
+            {
+                text_diff(store, host, &c.path, spec.limits.max_diff_bytes)
+            }
+            _ => None,
+        };
+        let mut detail = json!({
+            "change": c.kind.as_str(),
+            "attributes": c.attributes,
+            "set": set.id,
+            "preset": set.preset.as_str(),
+            "attribution": attribution(&c.path),
+        });
+        if let Some(d) = diff {
+            detail["diff"] = json!(d);
+        }
+        out.push(Finding {
+            rule: set.rule_id(),
+            title: set.title.clone(),
+            component: COMPONENT.into(),
+            path,
+            status: Status::Fail,
+            severity: set.severity,
+            expected: c
+                .before
+                .as_ref()
+                .map(|e| e.attributes_json())
+                .unwrap_or(json!({"absent": true})),
+            actual: c
+                .after
+                .as_ref()
+                .map(|e| e.attributes_json())
+                .unwrap_or(Value::Null),
+            reason: Some(reason),
+            evidence: Evidence {
+                file: Some(crate::host::display(&c.path)),
+                pid: None,
+                source: Some("file-integrity".into()),
+            },
+            policy: set.policy.clone(),
+            remediation: set.remediation.clone(),
+            detail: Some(detail),
+        });
+    }
+    let mut unknown = vec![false; spec.sets.len()];
+    for e in &v.errors {
+        let Some(i) = spec.govern(&e.path).or_else(|| {
+            spec.sets.iter().rposition(|s| {
+                s.preset != Preset::Ignore
+                    && s.patterns
+                        .iter()
+                        .any(|p| p.may_match_below(&e.path) || p.matches(&e.path))
+            })
+        }) else {
+            continue;
+        };
+        unknown[i] = true;
+        let set = &spec.sets[i];
+        out.push(Finding {
+            rule: set.rule_id(),
+            title: set.title.clone(),
+            component: COMPONENT.into(),
+            path: crate::host::display(&e.path),
+            status: Status::Unknown,
+            severity: set.severity,
+            expected: json!({"unchanged": true}),
+            actual: Value::Null,
+            reason: Some(e.reason.clone()),
+            evidence: Evidence::file(crate::host::display(&e.path)),
+            policy: set.policy.clone(),
+            remediation: set.remediation.clone(),
+            detail: None,
+        });
+    }
+    if v.truncated {
+        let set = spec
+            .sets
+            .iter()
+            .position(|s| s.preset != Preset::Ignore)
+            .unwrap_or(0);
+        if let Some(s) = spec.sets.get(set) {
+            unknown[set] = true;
+            out.push(Finding {
+                rule: s.rule_id(),
+                title: s.title.clone(),
+                component: COMPONENT.into(),
+                path: "(all)".into(),
+                status: Status::Unknown,
+                severity: s.severity,
+                expected: json!({"entriesAtMost": spec.limits.max_entries}),
+                actual: Value::Null,
+                reason: Some(format!(
+                    "the watched trees hold more than {} entries; the walk stopped there and removals are not reported",
+                    spec.limits.max_entries
+                )),
+                evidence: Evidence::default(),
+                policy: s.policy.clone(),
+                remediation: s.remediation.clone(),
+                detail: None,
+            });
+        }
+    }
+    for (i, set) in spec.sets.iter().enumerate() {
+        if set.preset == Preset::Ignore || failing[i] || unknown[i] {
+            continue;
+        }
+        out.push(Finding {
+            rule: set.rule_id(),
+            title: set.title.clone(),
+            component: COMPONENT.into(),
+            path: set
+                .patterns
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            status: Status::Pass,
+            severity: set.severity,
+            expected: json!({"unchanged": true}),
+            actual: json!({"unchanged": true}),
+            reason: None,
+            evidence: Evidence {
+                file: None,
+                pid: None,
+                source: Some("file-integrity".into()),
+            },
+            policy: set.policy.clone(),
+            remediation: set.remediation.clone(),
+            detail: None,
+        });
+    }
+    out
+}
+
+fn short(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            format!("{}…", &s[..12])
+        }
+        Value::String(s) => s.clone(),
+        Value::Null => "none".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A redacted diff of a text file against the content kept at capture time.
+fn text_diff(store: &Store, host: &HostRoot, path: &Path, max: u64) -> Option<String> {
+    let old = store.content(path).ok()??;
+    let new = host.read(path, max).ok()?;
+    if !scan::is_text(&new) {
+        return None;
+    }
+    let (old, new) = (String::from_utf8(old).ok()?, String::from_utf8(new).ok()?);
+    diff::unified(&old, &new, &crate::host::display(path))
+}
+
+/// The finding for a store that cannot be trusted.
+pub fn store_finding(e: &StoreError) -> Finding {
+    let path = match e {
+        StoreError::Damaged { path, .. } | StoreError::Tampered { path, .. } => path.clone(),
+        _ => String::new(),
+    };
+    Finding {
+        rule: "files.store-integrity".into(),
+        title: "The file-integrity baseline store is intact".into(),
+        component: COMPONENT.into(),
+        path: path.clone(),
+        status: Status::Fail,
+        severity: crate::baseline::Severity::Critical,
+        expected: json!({"intact": true}),
+        actual: json!({"intact": false}),
+        reason: Some(e.to_string()),
+        evidence: Evidence::file(path),
+        policy: "aks/out-of-band-changes".into(),
+        remediation: Some(
+            "The store that holds the node's file baseline was modified or damaged outside \
+             nodedrift, which hides file changes. Keep the file as evidence, investigate who \
+             changed it, then re-capture on a known-good node (`nodedrift baseline capture --force`)."
+                .into(),
+        ),
+        detail: None,
+    }
+}
+
+/// The reason a one-shot check gives for not knowing who made a change.
+pub fn unattributed_oneshot(_: &Path) -> Value {
+    json!({
+        "status": "unattributed",
+        "reason": "found by a one-shot check: only the running agent (with fanotify) sees who writes a file"
+    })
+}

@@ -1,0 +1,583 @@
+//! Walking the watched trees and hashing what they hold.
+//!
+//! The walk starts at each watch root, resolved inside the host root, and descends with
+//! `openat(O_NOFOLLOW | O_DIRECTORY)` from the parent's fd only: symlinks are recorded, never
+//! followed, so neither a loop nor a link pointing out of the root can take the walk anywhere.
+//! It stays on the root's filesystem (like `find -xdev`) and below `max_depth`. FIFOs, sockets
+//! and devices are recorded by type from `fstatat` and never opened. Hashing happens after the
+//! walk, in parallel, and only for the files that need it (see `verify.rs`).
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
+use nix::sys::stat::{Mode, fstat, fstatat};
+
+use super::entry::{Digest, Entry, Meta};
+use super::spec::{Attr, WatchSpec};
+use crate::host::{FileKind, HostError, HostRoot};
+
+/// Read buffer per hashing thread.
+const HASH_BUF: usize = 256 << 10;
+
+/// A path that could not be examined, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// What one walk found.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Every tracked entry, sorted by store key; content digests not computed yet
+    /// (`Digest::NotTracked` until [`hash`] fills them).
+    pub entries: Vec<Entry>,
+    /// The set governing each entry (index into the spec's sets), parallel to `entries`.
+    pub sets: Vec<usize>,
+    pub errors: Vec<ScanError>,
+    /// Directories the walk descended into (what realtime watching must cover).
+    pub dirs: Vec<PathBuf>,
+    /// Watch roots that do not exist (yet).
+    pub missing_roots: Vec<PathBuf>,
+    /// Set when `max_entries` stopped the walk.
+    pub truncated: bool,
+}
+
+impl Walk {
+    /// The index of `path` in `entries`.
+    pub fn find(&self, path: &Path) -> Option<usize> {
+        let k = super::entry::key(path);
+        self.entries
+            .binary_search_by(|e| super::entry::key(&e.path).cmp(&k))
+            .ok()
+    }
+}
+
+/// Walks every root of `spec` (or only `only`, host paths, when given: a realtime event names
+/// the paths it concerns).
+pub fn walk(host: &HostRoot, spec: &WatchSpec, only: Option<&[PathBuf]>) -> Walk {
+    let mut w = Walk::default();
+    let roots = match only {
+        Some(paths) => paths.to_vec(),
+        None => spec.roots(),
+    };
+    for root in roots {
+        if w.truncated {
+            break;
+        }
+        walk_root(host, spec, &root, only.is_some(), &mut w);
+    }
+    let mut idx: Vec<usize> = (0..w.entries.len()).collect();
+    let keys: Vec<Vec<u8>> = w
+        .entries
+        .iter()
+        .map(|e| super::entry::key(&e.path))
+        .collect();
+    idx.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+    idx.dedup_by(|a, b| keys[*a] == keys[*b]);
+    let mut entries = Vec::with_capacity(idx.len());
+    let mut sets = Vec::with_capacity(idx.len());
+    let mut old: Vec<Option<Entry>> = std::mem::take(&mut w.entries)
+        .into_iter()
+        .map(Some)
+        .collect();
+    for i in idx {
+        if let Some(e) = old[i].take() {
+            entries.push(e);
+            sets.push(w.sets[i]);
+        }
+    }
+    w.entries = entries;
+    w.sets = sets;
+    w.dirs.sort();
+    w.dirs.dedup();
+    w
+}
+
+fn walk_root(host: &HostRoot, spec: &WatchSpec, root: &Path, single: bool, w: &mut Walk) {
+    let meta = match host.lstat(root) {
+        Ok(_) => match stat_nofollow(host, root) {
+            Ok(m) => m,
+            Err(e) => return push_err(w, root, e),
+        },
+        Err(e) if e.is_not_found() => {
+            if !single {
+                w.missing_roots.push(root.to_path_buf());
+            }
+            return;
+        }
+        Err(e) => return push_err(w, root, host_reason(&e)),
+    };
+    let mut dirfd = None;
+    if meta.kind == FileKind::Directory && spec.descend(root) && !single {
+        match host.open_dir(root) {
+            Ok(fd) => dirfd = Some(fd),
+            Err(e) => push_err(w, root, host_reason(&e)),
+        }
+    }
+    if let Some(set) = spec.govern(root) {
+        let target = (meta.kind == FileKind::Symlink)
+            .then(|| host.read_link(root).ok())
+            .flatten()
+            .map(|t| t.into_os_string().into_vec_bytes());
+        let xattrs =
+            if meta.kind == FileKind::Directory && spec.sets[set].attributes.has(Attr::Xattrs) {
+                dirfd.as_ref().and_then(|fd| xattr_digest(fd.as_fd()).ok())
+            } else {
+                None
+            };
+        push_entry(w, spec, root.to_path_buf(), meta, target, xattrs, set);
+    }
+    if let Some(fd) = dirfd {
+        descend(spec, fd, root, 0, meta.dev, w);
+    }
+}
+
+trait IntoVecBytes {
+    fn into_vec_bytes(self) -> Vec<u8>;
+}
+
+impl IntoVecBytes for std::ffi::OsString {
+    fn into_vec_bytes(self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStringExt;
+        self.into_vec()
+    }
+}
+
+/// `lstat` with nanoseconds, through the host root.
+fn stat_nofollow(host: &HostRoot, path: &Path) -> Result<Meta, String> {
+    let (parent, name) = match (path.parent(), path.file_name()) {
+        (Some(p), Some(n)) => (p, n),
+        _ => {
+            // The host root itself.
+            let fd = host.open_dir(path).map_err(|e| host_reason(&e))?;
+            return fstat(fd.as_fd())
+                .map(|st| Meta::from_stat(&st))
+                .map_err(|e| e.desc().to_owned());
+        }
+    };
+    let dir = host.open_dir(parent).map_err(|e| host_reason(&e))?;
+    fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map(|st| Meta::from_stat(&st))
+        .map_err(errno_reason)
+}
+
+fn descend(spec: &WatchSpec, dirfd: OwnedFd, dir: &Path, depth: usize, dev: u64, w: &mut Walk) {
+    w.dirs.push(dir.to_path_buf());
+    let listing = match nix::dir::Dir::from_fd(dirfd) {
+        Ok(d) => d,
+        Err(e) => return push_err(w, dir, errno_reason(e)),
+    };
+    let mut listing = listing;
+    // The fd for fstatat/openat while the iterator borrows the Dir.
+    let parent = match nix::unistd::dup(listing.as_fd()) {
+        Ok(fd) => fd,
+        Err(e) => return push_err(w, dir, errno_reason(e)),
+    };
+    for item in listing.iter() {
+        if w.truncated {
+            return;
+        }
+        let item = match item {
+            Ok(i) => i,
+            Err(e) => {
+                push_err(
+                    w,
+                    dir,
+                    format!("reading the directory: {}", errno_reason(e)),
+                );
+                return;
+            }
+        };
+        let name = OsStr::from_bytes(item.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        let child = dir.join(name);
+        let governed = spec.govern(&child);
+        let maybe_dir = matches!(item.file_type(), Some(nix::dir::Type::Directory) | None);
+        let enter = maybe_dir && spec.descend(&child);
+        if governed.is_none() && !enter {
+            continue;
+        }
+        let meta = match fstatat(parent.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Meta::from_stat(&st),
+            Err(Errno::ENOENT) => continue, // vanished since the listing
+            Err(e) => {
+                push_err(w, &child, errno_reason(e));
+                continue;
+            }
+        };
+        let is_dir = meta.kind == FileKind::Directory;
+        let mut childfd = None;
+        if is_dir && enter {
+            if depth + 1 > spec.limits.max_depth {
+                push_err(
+                    w,
+                    &child,
+                    format!(
+                        "deeper than {} levels below the watch root; not descended",
+                        spec.limits.max_depth
+                    ),
+                );
+            } else if meta.dev != dev {
+                push_err(
+                    w,
+                    &child,
+                    "another filesystem is mounted here; not descended".into(),
+                );
+            } else {
+                match openat(
+                    parent.as_fd(),
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Ok(fd) => childfd = Some(fd),
+                    Err(Errno::ENOENT) => continue,
+                    Err(e) => push_err(w, &child, errno_reason(e)),
+                }
+            }
+        }
+        if let Some(set) = governed {
+            let target = if meta.kind == FileKind::Symlink {
+                match readlinkat(parent.as_fd(), name) {
+                    Ok(t) => Some(t.into_vec_bytes()),
+                    Err(Errno::ENOENT) => continue,
+                    Err(e) => {
+                        push_err(w, &child, errno_reason(e));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let xattrs = if is_dir && spec.sets[set].attributes.has(Attr::Xattrs) {
+                match &childfd {
+                    Some(fd) => xattr_digest(fd.as_fd()).ok(),
+                    None => openat(
+                        parent.as_fd(),
+                        name,
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ok()
+                    .and_then(|fd| xattr_digest(fd.as_fd()).ok()),
+                }
+            } else {
+                None
+            };
+            push_entry(w, spec, child.clone(), meta, target, xattrs, set);
+        }
+        if let Some(fd) = childfd {
+            descend(spec, fd, &child, depth + 1, dev, w);
+        }
+    }
+}
+
+fn push_entry(
+    w: &mut Walk,
+    spec: &WatchSpec,
+    path: PathBuf,
+    meta: Meta,
+    target: Option<Vec<u8>>,
+    xattrs: Option<[u8; 32]>,
+    set: usize,
+) {
+    if w.entries.len() >= spec.limits.max_entries {
+        w.truncated = true;
+        return;
+    }
+    let digest = if meta.kind != FileKind::File {
+        Digest::NotRegular
+    } else {
+        Digest::NotTracked
+    };
+    w.entries.push(Entry {
+        path,
+        meta,
+        digest,
+        target,
+        xattrs,
+        hashed_at: 0,
+    });
+    w.sets.push(set);
+}
+
+fn push_err(w: &mut Walk, path: &Path, reason: String) {
+    w.errors.push(ScanError {
+        path: path.to_path_buf(),
+        reason,
+    });
+}
+
+pub fn errno_reason(e: Errno) -> String {
+    match e {
+        Errno::EACCES | Errno::EPERM => "permission denied".into(),
+        Errno::ELOOP => "too many levels of symbolic links".into(),
+        Errno::ENAMETOOLONG => "name too long".into(),
+        e => format!("{} ({e})", e.desc()),
+    }
+}
+
+fn host_reason(e: &HostError) -> String {
+    e.to_string()
+}
+
+/// SHA-256 over an fd's sorted extended attributes.
+pub fn xattr_digest(fd: std::os::fd::BorrowedFd<'_>) -> Result<[u8; 32], Errno> {
+    let pairs = crate::sys::xattr::list(fd)?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for (n, v) in pairs {
+        ctx.update(&n);
+        ctx.update(&[0]);
+        ctx.update(&v);
+        ctx.update(&[0]);
+    }
+    let d = ctx.finish();
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    Ok(out)
+}
+
+/// Throughput cap shared by the hashing threads (background re-hashing).
+#[derive(Debug)]
+pub struct Budget {
+    bytes_per_sec: u64,
+    started: Instant,
+    used: AtomicU64,
+}
+
+impl Budget {
+    pub fn new(bytes_per_sec: u64) -> Self {
+        Self {
+            bytes_per_sec,
+            started: Instant::now(),
+            used: AtomicU64::new(0),
+        }
+    }
+
+    fn spend(&self, n: u64) {
+        if self.bytes_per_sec == 0 {
+            return;
+        }
+        let used = self.used.fetch_add(n, Ordering::Relaxed) + n;
+        let due = Duration::from_secs_f64(used as f64 / self.bytes_per_sec as f64);
+        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(wait.min(Duration::from_secs(1)));
+        }
+    }
+}
+
+/// Progress of a hashing pass, readable while it runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files_done: AtomicUsize,
+    pub bytes_done: AtomicU64,
+}
+
+/// What hashing one entry found.
+#[derive(Debug)]
+pub struct Hashed {
+    pub digest: Digest,
+    pub xattrs: Option<[u8; 32]>,
+    /// The stat after hashing, when it differs from the walk's (the file changed meanwhile).
+    pub meta: Option<Meta>,
+    /// The file's bytes when it is small text worth keeping for diffs.
+    pub text: Option<Vec<u8>>,
+}
+
+/// Options of a hashing pass.
+#[derive(Debug, Clone, Copy)]
+pub struct HashOptions {
+    pub threads: usize,
+    pub max_bytes: u64,
+    pub want_xattrs: bool,
+    /// Keep the bytes of text files up to this size that are world-readable (0 = never).
+    pub keep_text_below: u64,
+}
+
+/// Hashes `entries[i]` for each `i` in `which`, on `threads` threads; fills digests (and
+/// fresh metadata where the file changed under the walk) in place.
+pub fn hash(
+    host: &HostRoot,
+    entries: &mut [Entry],
+    which: &[usize],
+    opts: HashOptions,
+    budget: Option<&Budget>,
+    progress: Option<&Progress>,
+) -> Vec<(usize, Vec<u8>)> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Hashed)>> = Mutex::new(Vec::with_capacity(which.len()));
+    let threads = opts.threads.clamp(1, 64).min(which.len().max(1));
+    let snapshot: Vec<(PathBuf, Meta)> = which
+        .iter()
+        .map(|i| (entries[*i].path.clone(), entries[*i].meta))
+        .collect();
+    let snapshot = Arc::new(snapshot);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut buf = vec![0u8; HASH_BUF];
+                let mut local = Vec::new();
+                loop {
+                    let j = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((path, meta)) = snapshot.get(j) else {
+                        break;
+                    };
+                    let h = hash_one(host, path, meta, opts, &mut buf, budget);
+                    if let Some(p) = progress {
+                        p.files_done.fetch_add(1, Ordering::Relaxed);
+                        p.bytes_done.fetch_add(meta.size, Ordering::Relaxed);
+                    }
+                    local.push((which[j], h));
+                }
+                if let Ok(mut r) = results.lock() {
+                    r.extend(local);
+                }
+            });
+        }
+    });
+    let mut texts = Vec::new();
+    for (i, h) in results.into_inner().unwrap_or_default() {
+        let e = &mut entries[i];
+        e.digest = h.digest;
+        if opts.want_xattrs {
+            e.xattrs = h.xattrs;
+        }
+        if let Some(m) = h.meta {
+            e.meta = m;
+        }
+        if let Some(t) = h.text {
+            texts.push((i, t));
+        }
+    }
+    texts
+}
+
+fn hash_one(
+    host: &HostRoot,
+    path: &Path,
+    walked: &Meta,
+    opts: HashOptions,
+    buf: &mut [u8],
+    budget: Option<&Budget>,
+) -> Hashed {
+    let unread = |r: String| Hashed {
+        digest: Digest::Unread(r),
+        xattrs: None,
+        meta: None,
+        text: None,
+    };
+    if walked.size > opts.max_bytes {
+        return Hashed {
+            digest: Digest::TooLarge,
+            xattrs: None,
+            meta: None,
+            text: None,
+        };
+    }
+    let fd = match host.open_read_nofollow(path) {
+        Ok(fd) => fd,
+        Err(e) => return unread(e.to_string()),
+    };
+    let mut file = std::fs::File::from(fd);
+    for attempt in 0..2 {
+        let before = match fstat(file.as_fd()) {
+            Ok(st) => Meta::from_stat(&st),
+            Err(e) => return unread(errno_reason(e)),
+        };
+        if before.kind != FileKind::File {
+            // Replaced by something else between walk and open: never read it.
+            return Hashed {
+                digest: Digest::NotRegular,
+                xattrs: None,
+                meta: Some(before),
+                text: None,
+            };
+        }
+        if attempt > 0 {
+            use std::io::Seek;
+            if file.rewind().is_err() {
+                return unread("cannot rewind".into());
+            }
+        }
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut total: u64 = 0;
+        let keep = opts.keep_text_below > 0
+            && before.size <= opts.keep_text_below
+            && before.mode & 0o004 != 0;
+        let mut text: Option<Vec<u8>> = keep.then(Vec::new);
+        loop {
+            match file.read(buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    ctx.update(&buf[..n]);
+                    total += n as u64;
+                    if let Some(t) = &mut text {
+                        if total <= opts.keep_text_below {
+                            t.extend_from_slice(&buf[..n]);
+                        } else {
+                            text = None;
+                        }
+                    }
+                    if total > opts.max_bytes {
+                        return Hashed {
+                            digest: Digest::TooLarge,
+                            xattrs: None,
+                            meta: Some(before),
+                            text: None,
+                        };
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return unread(format!("read: {e}")),
+            }
+        }
+        if let Some(b) = budget {
+            b.spend(total);
+        }
+        let after = match fstat(file.as_fd()) {
+            Ok(st) => Meta::from_stat(&st),
+            Err(e) => return unread(errno_reason(e)),
+        };
+        if after.size != total || after.mtime != before.mtime {
+            // Written to while being hashed: once more, then give up for this pass (the
+            // writer's own events bring the file back).
+            continue;
+        }
+        let mut d = [0u8; 32];
+        d.copy_from_slice(ctx.finish().as_ref());
+        let xattrs = if opts.want_xattrs {
+            xattr_digest(file.as_fd()).ok()
+        } else {
+            None
+        };
+        let text = text.filter(|t| is_text(t));
+        return Hashed {
+            digest: Digest::Sha256(d),
+            xattrs,
+            meta: (after.ino != walked.ino
+                || !after.same_content_stamp(walked)
+                || after.mode != walked.mode
+                || after.uid != walked.uid
+                || after.gid != walked.gid)
+                .then_some(after),
+            text,
+        };
+    }
+    unread("changed while being hashed".into())
+}
+
+/// UTF-8 without NUL bytes: worth a line diff.
+pub fn is_text(b: &[u8]) -> bool {
+    !b.contains(&0) && std::str::from_utf8(b).is_ok()
+}
