@@ -104,16 +104,18 @@ impl FileMonitor {
     /// The first verification: captures the baseline when there is none.
     pub fn start(&mut self) {
         self.started = true;
-        match Store::open(&self.state_dir) {
-            Err(StoreError::NotCaptured { .. }) => self.capture(),
-            Ok(s) if matches!(s.is_captured(), Ok(false)) => {
-                drop(s);
-                self.capture();
-            }
-            _ => self.verify(None, false, "start", &|_| {
-                json!({"status": "unattributed", "reason": "changed while the agent was not running (found at start)"})
-            }),
+        // Opened and closed here: the verification opens the store again.
+        let captured = match Store::open(&self.state_dir) {
+            Err(StoreError::NotCaptured { .. }) => false,
+            Ok(s) => !matches!(s.is_captured(), Ok(false)),
+            Err(_) => true, // let the verification report it
+        };
+        if !captured {
+            return self.capture();
         }
+        self.verify(None, false, "start", &|_| {
+            json!({"status": "unattributed", "reason": "changed while the agent was not running (found at start)"})
+        });
     }
 
     fn capture(&mut self) {
@@ -354,6 +356,11 @@ impl FimWatcher {
     pub fn new(root: &Path, state_dir: &Path, triggers: Triggers) -> Result<Self, notify::Error> {
         let r = root.to_path_buf();
         let store_file = Store::file(state_dir);
+        // Overflow re-verifications at most once a second: a re-verification opens the
+        // watched directories, and inotify queues those opens too, so with a tiny queue
+        // (fs.inotify.max_queued_events) one re-verification could overflow it again. A
+        // throttled overflow marks the next re-check as a full one instead.
+        let last_overflow = std::sync::Mutex::new(None::<Instant>);
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let event = match res {
                 Ok(e) => e,
@@ -364,10 +371,20 @@ impl FimWatcher {
                 }
             };
             if event.need_rescan() {
+                triggers.count_overflow();
+                let Ok(mut last) = last_overflow.lock() else {
+                    return;
+                };
+                if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                    triggers
+                        .overflow
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+                *last = Some(Instant::now());
                 tracing::warn!(
                     "inotify queue overflow: events were lost; re-verifying every watched file."
                 );
-                triggers.count_overflow();
                 triggers.send(Trigger::FilesRescan("overflow"), "inotify-files");
                 return;
             }

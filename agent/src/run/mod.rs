@@ -373,7 +373,8 @@ fn evaluate_loop(
             metrics.events_coalesced.inc();
             pending.push(t);
         }
-        let mut full = overflow.swap(false, Ordering::Relaxed);
+        let lost = overflow.swap(false, Ordering::Relaxed);
+        let mut full = lost;
         let mut components: BTreeSet<&'static str> = BTreeSet::new();
         let mut heartbeat = false;
         let mut reevaluate = false;
@@ -412,7 +413,8 @@ fn evaluate_loop(
             }
         }
         if full {
-            let took = engine.full_check();
+            let reason = files_rescan.unwrap_or(if lost { "overflow" } else { "timer" });
+            let took = engine.full_check_for(reason);
             watcher.update(&engine);
             after_check(&metrics, "full", took);
             publisher.publish(&engine);
