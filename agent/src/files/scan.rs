@@ -61,8 +61,8 @@ impl Walk {
     }
 }
 
-/// Walks every root of `spec` (or only `only`, host paths, when given: a realtime event names
-/// the paths it concerns).
+/// Walks every root of `spec` (or only `only`, host paths and everything below them, when
+/// given: a realtime event or `baseline accept` names the paths it concerns).
 pub fn walk(host: &HostRoot, spec: &WatchSpec, only: Option<&[PathBuf]>) -> Walk {
     let mut w = Walk::default();
     let roots = match only {
@@ -117,7 +117,9 @@ fn walk_root(host: &HostRoot, spec: &WatchSpec, root: &Path, single: bool, w: &m
         Err(e) => return push_err(w, root, host_reason(&e)),
     };
     let mut dirfd = None;
-    if meta.kind == FileKind::Directory && spec.descend(root) && !single {
+    // A directory named by `only` is walked with everything below it, as a root is: the
+    // verification compares every stored entry below it.
+    if meta.kind == FileKind::Directory && spec.descend(root) {
         match host.open_dir(root) {
             Ok(fd) => dirfd = Some(fd),
             Err(e) => push_err(w, root, host_reason(&e)),

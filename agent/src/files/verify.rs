@@ -355,6 +355,7 @@ pub fn differences(
 mod tests {
     use super::*;
     use crate::files::entry::Meta;
+    use crate::files::spec::{WatchSet, WatchSpec};
 
     fn file(size: u64, digest: Digest) -> Entry {
         Entry {
@@ -412,6 +413,46 @@ mod tests {
                 &file(5, Digest::NotTracked)
             )),
             [Attr::Size]
+        );
+    }
+
+    #[test]
+    fn verifying_a_directory_covers_everything_below_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("host");
+        std::fs::create_dir_all(root.join("d/sub")).unwrap();
+        std::fs::write(root.join("d/a"), b"a").unwrap();
+        std::fs::write(root.join("d/sub/b"), b"b").unwrap();
+        let host = HostRoot::new(&root).unwrap();
+        let spec = WatchSpec::new(vec![
+            WatchSet::ad_hoc(&[PathBuf::from("/d")], None).unwrap(),
+        ]);
+        let store = Store::create(&tmp.path().join("state")).unwrap();
+        crate::files::capture(&host, &spec, &store, None).unwrap();
+        std::fs::write(root.join("d/sub/b"), b"B").unwrap();
+        std::fs::write(root.join("d/sub/c"), b"c").unwrap();
+        std::fs::write(root.join("d/a"), b"A").unwrap();
+        let v = verify(
+            &host,
+            &spec,
+            &store,
+            &VerifyOptions {
+                only: Some(vec![PathBuf::from("/d/sub")]),
+                ..VerifyOptions::default()
+            },
+        )
+        .unwrap();
+        let got: Vec<(String, ChangeKind)> = v
+            .changes
+            .iter()
+            .map(|c| (c.path.display().to_string(), c.kind))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/d/sub/b".to_owned(), ChangeKind::Modified),
+                ("/d/sub/c".to_owned(), ChangeKind::Added),
+            ]
         );
     }
 }
