@@ -583,3 +583,43 @@ fn hash_one(
 pub fn is_text(b: &[u8]) -> bool {
     !b.contains(&0) && std::str::from_utf8(b).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::spec::WatchSet;
+
+    #[test]
+    fn a_fifo_is_recorded_by_type_and_a_file_gone_before_hashing_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("gone"), b"x").unwrap();
+        nix::unistd::mkfifo(&d.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        let host = HostRoot::new(tmp.path()).unwrap();
+        let spec = WatchSpec::new(vec![
+            WatchSet::ad_hoc(&[PathBuf::from("/d")], None).unwrap(),
+        ]);
+        let mut w = walk(&host, &spec, None);
+        assert!(w.errors.is_empty(), "{:?}", w.errors);
+        let paths: Vec<&Path> = w.entries.iter().map(|e| e.path.as_path()).collect();
+        assert_eq!(
+            paths,
+            [Path::new("/d"), Path::new("/d/fifo"), Path::new("/d/gone")]
+        );
+        assert_eq!(w.entries[1].meta.kind, FileKind::Fifo);
+        assert_eq!(w.entries[1].digest, Digest::NotRegular);
+        std::fs::remove_file(d.join("gone")).unwrap();
+        let opts = HashOptions {
+            threads: 1,
+            max_bytes: 1 << 20,
+            want_xattrs: false,
+            keep_text_below: 0,
+        };
+        hash(&host, &mut w.entries, &[2], opts, None, None);
+        match &w.entries[2].digest {
+            Digest::Unread(r) => assert!(r.contains("/d/gone"), "{r}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
