@@ -11,3 +11,5 @@
 //! Everything else in the crate stays `#![forbid]`-clean: the crate-level lint is `deny`, and
 //! only this module opts out.
 #![allow(unsafe_code)]
+
+pub mod handle;
