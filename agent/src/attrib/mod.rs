@@ -18,8 +18,8 @@
 //!   fails with an [`Unavailable`] whose reason the caller puts into every finding;
 //! * a directory that cannot be marked: `set_dirs` returns the error, and `attribute` on a
 //!   path in it says so;
-//! * a process that exited before `/proc` was read: the actor still has the pid (and whatever
-//!   was read), with `gone: true`;
+//! * a process that exited before `/proc` was read (short-lived commands often do): the actor
+//!   still has the pid and whatever was read, with `gone: true`;
 //! * a process outside the agent's pid namespace (no `hostPID`): the kernel reports no pid,
 //!   and the path is recorded as unattributable, with that reason;
 //! * lost events (the kernel's queue overflowed): counted in [`AttribStats::overflows`], and

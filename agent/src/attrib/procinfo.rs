@@ -6,6 +6,11 @@
 //! is read through one `/proc/<pid>` directory descriptor: every file read through it belongs
 //! to that process instance, even if the pid is reused meanwhile (reads then fail with `ESRCH`
 //! instead of describing a stranger). Every read is bounded.
+//!
+//! A short-lived command (`cp`, `mv`, `sed -i`, `echo > f` in a subshell) may exit before its
+//! event is read. Until its parent reaps it, a zombie still shows its name, uid and parent (not
+//! its command line or executable); after that only the pid is left. Either way the snapshot
+//! says `gone`, and the caller reports what there is rather than nothing.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -102,7 +107,8 @@ impl ProcReader {
         Chain { actor, parents }
     }
 
-    /// Reads one process. `full` also reads what only the acting process reports (cgroup).
+    /// Reads one process. `full` also reads what only the acting process reports (login uid,
+    /// cgroup) and checks it did not exit meanwhile; ancestors get name, exe, argv, uid, ppid.
     pub fn snapshot(&self, pid: i32, full: bool) -> ProcSnapshot {
         let mut s = ProcSnapshot {
             pid,
@@ -144,18 +150,18 @@ impl ProcReader {
             .map(|b| split_cmdline(&b))
             .unwrap_or_default();
         s.exe = dir.exe();
-        s.login_uid = dir
-            .read("loginuid", LOGINUID_LIMIT)
-            .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u32>().ok())
-            .filter(|u| *u != u32::MAX);
         if full {
+            s.login_uid = dir
+                .read("loginuid", LOGINUID_LIMIT)
+                .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u32>().ok())
+                .filter(|u| *u != u32::MAX);
             s.cgroup = dir
                 .read("cgroup", CGROUP_LIMIT)
                 .map(|b| String::from_utf8_lossy(&b).into_owned());
-        }
-        // Exited while being read: what was read before stays, marked gone.
-        if !s.gone && dir.read("stat", 1).is_none() {
-            s.gone = true;
+            // Exited while being read: what was read before stays, marked gone.
+            if !s.gone && dir.read("stat", 1).is_none() {
+                s.gone = true;
+            }
         }
         s
     }
