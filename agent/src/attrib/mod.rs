@@ -617,7 +617,7 @@ fn has_capability(proc: &Path, bit: u32) -> Option<bool> {
         .find_map(|l| l.strip_prefix("CapEff:"))?
         .trim();
     let caps = u64::from_str_radix(hex, 16).ok()?;
-    Some(caps & (1u64 << bit) != 0)
+    Some(caps & 1u64.checked_shl(bit).unwrap_or(0) != 0)
 }
 
 /// The kind of change an event mask describes, strongest first.
@@ -681,6 +681,63 @@ impl Kind {
         } else {
             self
         }
+    }
+}
+
+/// At most this many bytes of an actor's command line are kept (its first arguments).
+pub const CMDLINE_KEPT: usize = 2048;
+
+/// Keeps the first arguments up to [`CMDLINE_KEPT`] bytes; a cut is marked by a last element
+/// `<truncated: N more bytes>`, so history memory stays bounded whatever a process's argv.
+fn bounded_cmdline(args: Vec<String>) -> Vec<String> {
+    let total: usize = args.iter().map(String::len).sum();
+    if total <= CMDLINE_KEPT {
+        return args;
+    }
+    let mut kept = Vec::new();
+    let mut used = 0;
+    for a in args {
+        if used + a.len() > CMDLINE_KEPT {
+            let room = CMDLINE_KEPT - used;
+            let mut cut = room.min(a.len());
+            while !a.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            if cut > 0 {
+                kept.push(a[..cut].to_owned());
+                used += cut;
+            }
+            break;
+        }
+        used += a.len();
+        kept.push(a);
+    }
+    kept.push(format!("<truncated: {} more bytes>", total - used));
+    kept
+}
+
+/// The last record stored per pid: an identical new snapshot reuses it instead of storing a
+/// copy. Bounded: cleared when it holds [`Interner::LIMIT`] pids.
+#[derive(Default)]
+struct Interner {
+    last: HashMap<i32, Arc<Recorded>>,
+}
+
+impl Interner {
+    const LIMIT: usize = 1024;
+
+    fn intern(&mut self, pid: i32, r: Recorded) -> Arc<Recorded> {
+        if let Some(prev) = self.last.get(&pid)
+            && **prev == r
+        {
+            return Arc::clone(prev);
+        }
+        if self.last.len() >= Self::LIMIT {
+            self.last.clear();
+        }
+        let r = Arc::new(r);
+        self.last.insert(pid, Arc::clone(&r));
+        r
     }
 }
 
@@ -800,6 +857,7 @@ impl Inner {
     /// it stopped if it was not asked to.
     fn run(&self, stop_rx: OwnedFd) {
         let mut buf = vec![0u8; READ_BUF];
+        let mut interner = Interner::default();
         while !self.stop.load(Ordering::Relaxed) {
             let (ready, stopping) = {
                 let mut fds = [
@@ -822,7 +880,7 @@ impl Inner {
             loop {
                 match nix::unistd::read(&self.fan, &mut buf) {
                     Ok(0) | Err(Errno::EAGAIN) => break,
-                    Ok(n) => self.handle(buf.get(..n).unwrap_or(&[])),
+                    Ok(n) => self.handle_with(buf.get(..n).unwrap_or(&[]), &mut interner),
                     Err(Errno::EINTR) => continue,
                     Err(e) => return self.fail(format!("read: {e:?} ({})", e.desc())),
                 }
@@ -835,8 +893,16 @@ impl Inner {
         *lock(&self.reader_error) = Some(why);
     }
 
-    /// Handles one buffer of events: each process is read once per buffer.
+    /// Handles one buffer of events (tests feed crafted buffers through this).
+    #[cfg(test)]
     fn handle(&self, buf: &[u8]) {
+        self.handle_with(buf, &mut Interner::default());
+    }
+
+    /// Handles one buffer of events: each process is read once per buffer, and the reader's
+    /// interner lets a process that keeps writing share one stored actor across buffers as
+    /// long as what was read is unchanged.
+    fn handle_with(&self, buf: &[u8], interner: &mut Interner) {
         let (events, problems) = event::parse(buf);
         if !problems.is_empty() {
             tracing::debug!(?problems, "malformed fanotify events");
@@ -868,10 +934,9 @@ impl Inner {
                 bump(&self.counters.no_pid, 1);
                 Arc::new(Recorded::Unattributable(NO_PID_REASON.to_owned()))
             } else {
-                Arc::clone(
-                    seen.entry(ev.pid)
-                        .or_insert_with(|| Arc::new(Recorded::Actor(Box::new(self.actor(ev.pid))))),
-                )
+                Arc::clone(seen.entry(ev.pid).or_insert_with(|| {
+                    interner.intern(ev.pid, Recorded::Actor(Box::new(self.actor(ev.pid))))
+                }))
             };
             let mut history = lock(&self.history);
             for path in paths {
@@ -924,7 +989,7 @@ impl Inner {
             pid,
             comm: a.comm.clone(),
             exe: a.exe.clone(),
-            cmdline: redact(&a.argv),
+            cmdline: bounded_cmdline(redact(&a.argv)),
             uid: a.uid,
             login_uid: a.login_uid,
             parents: chain.ancestors(),

@@ -762,3 +762,40 @@ fn history_is_bounded_in_size_and_age() {
     h.record(PathBuf::from("/e"), late, 21, Kind::Attrib, recorded(21));
     assert_eq!(pid_of(&h, "/e", late, late), Some((21, "attrib".into())));
 }
+
+#[test]
+fn long_command_lines_are_bounded() {
+    let short = vec!["a".to_owned(), "b".to_owned()];
+    assert_eq!(bounded_cmdline(short.clone()), short);
+    let long: Vec<String> = (0..100)
+        .map(|i| format!("--flag-{i:03}={}", "x".repeat(40)))
+        .collect();
+    let total: usize = long.iter().map(String::len).sum();
+    let kept = bounded_cmdline(long.clone());
+    let body: usize = kept[..kept.len() - 1].iter().map(String::len).sum();
+    assert_eq!(body, CMDLINE_KEPT);
+    assert_eq!(kept[..kept.len() - 2], long[..kept.len() - 2]);
+    assert_eq!(
+        kept.last().unwrap(),
+        &format!("<truncated: {} more bytes>", total - CMDLINE_KEPT)
+    );
+    // A cut never splits a character.
+    let wide = vec!["é".repeat(CMDLINE_KEPT)];
+    let kept = bounded_cmdline(wide);
+    assert_eq!(kept[0].len(), CMDLINE_KEPT);
+    assert!(kept[1].starts_with("<truncated: "));
+}
+
+#[test]
+fn identical_snapshots_share_one_record() {
+    let mut i = Interner::default();
+    let a = i.intern(7, Recorded::Unattributable("x".into()));
+    let b = i.intern(7, Recorded::Unattributable("x".into()));
+    assert!(Arc::ptr_eq(&a, &b));
+    let c = i.intern(7, Recorded::Unattributable("y".into()));
+    assert!(!Arc::ptr_eq(&a, &c));
+    for pid in 0..(Interner::LIMIT as i32 + 10) {
+        i.intern(pid, Recorded::Unattributable("z".into()));
+    }
+    assert!(i.last.len() <= Interner::LIMIT);
+}
