@@ -799,3 +799,21 @@ fn identical_snapshots_share_one_record() {
     }
     assert!(i.last.len() <= Interner::LIMIT);
 }
+
+#[test]
+fn the_writers_own_uid_is_reported() {
+    let Some((a, dir)) = watching() else { return };
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let file = dir.path().join("dropped-privileges");
+    let since = SystemTime::now();
+    // Drops to nobody (65534) in place, then writes: same pid, other uid.
+    let child = Proc::spawn(Command::new("python3").args([
+        "-c",
+        "import os, sys; os.setgid(65534); os.setuid(65534); open(sys.argv[1], 'w').write('x'); sys.stdin.read()",
+        file.to_str().unwrap(),
+    ]));
+    let actor = wait_actor(&a, &file, since, |x| x.pid == child.pid());
+    assert_eq!(actor.uid, Some(65534), "{actor:?}");
+    assert_eq!(actor.parents.first().map(|p| p.pid), Some(me()));
+    child.release();
+}
