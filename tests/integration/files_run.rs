@@ -226,9 +226,18 @@ fn an_inotify_overflow_forces_a_full_reverification() {
         agent.get("/readyz").0 == 200
     });
     let dir = host.path().join("etc/sysctl.d");
-    for i in 0..200 {
-        std::fs::write(dir.join(format!("60-burst-{i}.conf")), format!("# {i}\n")).unwrap();
-    }
+    // Four writers at once, so the burst outruns the agent's reader whatever the load.
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let dir = &dir;
+            s.spawn(move || {
+                for i in (t..200).step_by(4) {
+                    std::fs::write(dir.join(format!("60-burst-{i}.conf")), format!("# {i}\n"))
+                        .unwrap();
+                }
+            });
+        }
+    });
     let metric = |name: &str| -> f64 {
         let (_, body) = agent.get("/metrics");
         body.lines()
@@ -243,4 +252,66 @@ fn an_inotify_overflow_forces_a_full_reverification() {
     crate::util::wait_until("all 200 new files reported", PATIENCE, || {
         metric("nodedrift_files_changed") >= 200.0
     });
+}
+
+/// A process that changes a watched file is named in the finding (fanotify, CAP_SYS_ADMIN).
+#[test]
+fn the_finding_names_the_process_that_changed_the_file() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let receiver = rt.block_on(Receiver::start(Mode::Plain));
+    let host = prepared_host("aks-ubuntu-clean");
+    let _agent = Agent::start(host.path(), &[], &[("NODEDRIFT_ENDPOINT", &receiver.url())]);
+    summary_seen(&receiver);
+    let target = host.path().join("etc/sysctl.d/10-network-security.conf");
+    // The writer stays alive until the finding arrives, so its /proc entry is read live.
+    let mut writer = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys,time\nwith open(sys.argv[1],'a') as f: f.write('net.ipv4.ip_forward = 0\\n')\ntime.sleep(30)",
+        ])
+        .arg(&target)
+        .spawn()
+        .unwrap();
+    let e = wait_event(
+        &receiver,
+        types::FINDING_OPENED,
+        "files.kernel-tuning:/etc/sysctl.d/10-network-security.conf",
+    );
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let a = &detail(&e)["attribution"];
+    if a["status"] == "unattributed"
+        && a["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fanotify unavailable")
+    {
+        let why = a["reason"].as_str().unwrap_or("");
+        if std::env::var_os("NODEDRIFT_TEST_ALLOW_NO_FANOTIFY").is_some() {
+            eprintln!("SKIPPED: this machine cannot run fanotify: {why}");
+            return;
+        }
+        panic!(
+            "fanotify attribution could not run here ({why}); set NODEDRIFT_TEST_ALLOW_NO_FANOTIFY=1 to accept that"
+        );
+    }
+    assert_eq!(a["status"], "attributed", "{a}");
+    let actor = &a["actor"];
+    assert_eq!(actor["pid"], writer.id(), "{actor}");
+    assert!(
+        actor["comm"].as_str().unwrap().starts_with("python3"),
+        "{actor}"
+    );
+    assert!(
+        actor["cmdline"]
+            .to_string()
+            .contains("10-network-security.conf"),
+        "{actor}"
+    );
+    assert_eq!(actor["uid"], nix::unistd::getuid().as_raw(), "{actor}");
+    let parents = actor["parents"].as_array().unwrap();
+    assert!(
+        parents.iter().any(|p| p["pid"] == std::process::id()),
+        "the test process is in the parent chain: {actor}"
+    );
 }

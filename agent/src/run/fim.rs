@@ -453,12 +453,57 @@ impl FimWatcher {
 }
 
 /// The attribution source the config asks for: fanotify where the kernel allows it.
-pub fn attributor(toggle: crate::config::Toggle) -> Result<Arc<dyn Attribute>, String> {
+pub fn attributor(
+    toggle: crate::config::Toggle,
+    host_root: &Path,
+) -> Result<Arc<dyn Attribute>, String> {
     use crate::config::Toggle;
-    match toggle {
-        Toggle::Off => Err("attribution is off (files.attribution: false)".into()),
-        Toggle::On | Toggle::Auto => {
-            Err("fanotify attribution is not available in this build".into())
+    if toggle == Toggle::Off {
+        return Err("attribution is off (files.attribution: false)".into());
+    }
+    let host = HostRoot::new(host_root).map_err(|e| e.to_string())?;
+    match crate::attrib::Attributor::start(Arc::new(host)) {
+        Ok(a) => {
+            tracing::info!("Attributing file changes to processes (fanotify).");
+            Ok(Arc::new(Fanotify {
+                inner: a,
+                root: host_root.to_path_buf(),
+            }))
+        }
+        Err(e) => {
+            if toggle == Toggle::On {
+                tracing::warn!(reason = %e, "files.attribution is true but fanotify is unavailable; changes are reported unattributed.");
+            } else {
+                tracing::info!(reason = %e, "fanotify is unavailable; file changes are reported unattributed.");
+            }
+            Err(format!("fanotify unavailable: {e}"))
+        }
+    }
+}
+
+/// [`crate::attrib::Attributor`] seen through host paths.
+#[derive(Debug)]
+struct Fanotify {
+    inner: crate::attrib::Attributor,
+    root: PathBuf,
+}
+
+impl Fanotify {
+    fn real(&self, host_path: &Path) -> PathBuf {
+        self.root
+            .join(host_path.strip_prefix("/").unwrap_or(host_path))
+    }
+}
+
+impl Attribute for Fanotify {
+    fn attribute(&self, path: &Path, since: SystemTime) -> Value {
+        serde_json::to_value(self.inner.attribute(&self.real(path), since)).unwrap_or(Value::Null)
+    }
+
+    fn watch_dirs(&self, dirs: &BTreeSet<PathBuf>) {
+        let real: BTreeSet<PathBuf> = dirs.iter().map(|d| self.real(d)).collect();
+        for (dir, error) in self.inner.set_dirs(&real) {
+            tracing::debug!(dir = %dir.display(), %error, "Cannot mark a directory for attribution.");
         }
     }
 }
