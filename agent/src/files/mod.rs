@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use crate::facts::Evidence;
 use crate::finding::{Finding, Status};
 use crate::host::{FileKind, HostRoot};
+use entry::Entry;
 pub use spec::{Attr, AttrSet, Preset, WatchSet, WatchSpec};
 pub use store::{AcceptRecord, Store, StoreError, StoreInfo};
 pub use verify::{Change, ChangeKind, Verification, VerifyOptions};
@@ -46,7 +47,12 @@ pub struct CaptureReport {
     pub duration: Duration,
 }
 
-/// Progress callback of a long capture: (files hashed, of files, bytes hashed).
+/// Entries hashed and written per batch of a capture.
+const BATCH_ENTRIES: usize = 2048;
+/// Bytes of file content per batch of a capture.
+const BATCH_BYTES: u64 = 128 << 20;
+
+/// Progress callback of a long capture: (files hashed, of files (0 while unknown), bytes hashed).
 pub type ProgressFn<'a> = &'a (dyn Fn(usize, usize, u64) + Sync);
 
 /// Walks, hashes and records the whole baseline, replacing what the store held.
@@ -57,14 +63,6 @@ pub fn capture(
     progress: Option<ProgressFn<'_>>,
 ) -> Result<CaptureReport, StoreError> {
     let started = Instant::now();
-    let mut walk = scan::walk(host, spec, None);
-    let which: Vec<usize> = (0..walk.entries.len())
-        .filter(|i| {
-            walk.entries[*i].meta.kind == FileKind::File
-                && spec.sets[walk.sets[*i]].attributes.has(Attr::Sha256)
-        })
-        .collect();
-    let total_bytes: u64 = which.iter().map(|i| walk.entries[*i].meta.size).sum();
     let counters = scan::Progress::default();
     let want_xattrs = spec.sets.iter().any(|s| s.attributes.has(Attr::Xattrs));
     let opts = scan::HashOptions {
@@ -73,67 +71,119 @@ pub fn capture(
         want_xattrs,
         keep_text_below: spec.limits.max_diff_bytes,
     };
+    let now = crate::run::publish::now();
+    let root = host.root().to_string_lossy().into_owned();
     let done = std::sync::atomic::AtomicBool::new(false);
-    let texts = std::thread::scope(|s| {
+    let mut report = CaptureReport {
+        store: StoreInfo {
+            path: String::new(),
+            entries: 0,
+            digest: String::new(),
+            captured_at: String::new(),
+            spec: String::new(),
+        },
+        entries: 0,
+        hashed: 0,
+        hashed_bytes: 0,
+        metadata_only: Vec::new(),
+        errors: Vec::new(),
+        missing_roots: Vec::new(),
+        truncated: false,
+        duration: Duration::ZERO,
+    };
+    let info = std::thread::scope(|s| {
         if let Some(p) = progress {
-            let (c, d, n) = (&counters, &done, which.len());
+            let (c, d) = (&counters, &done);
             s.spawn(move || {
                 while !d.load(Ordering::Relaxed) {
                     p(
                         c.files_done.load(Ordering::Relaxed),
-                        n,
+                        0,
                         c.bytes_done.load(Ordering::Relaxed),
                     );
                     std::thread::sleep(Duration::from_millis(200));
                 }
             });
         }
-        let t = scan::hash(host, &mut walk.entries, &which, opts, None, Some(&counters));
+        let r = store.capture_with(&spec.fingerprint(), &root, now, |w| {
+            // Entries stream from the walk into batches that are hashed in parallel and
+            // written at once, so memory stays flat whatever the size of the tree.
+            let mut batch: Vec<(Entry, usize)> = Vec::with_capacity(BATCH_ENTRIES);
+            let mut batch_bytes = 0u64;
+            let mut failed: Option<StoreError> = None;
+            let mut flush = |batch: &mut Vec<(Entry, usize)>, report: &mut CaptureReport| {
+                let (mut entries, sets): (Vec<Entry>, Vec<usize>) = batch.drain(..).unzip();
+                let which: Vec<usize> = (0..entries.len())
+                    .filter(|i| {
+                        entries[*i].meta.kind == FileKind::File
+                            && spec.sets[sets[*i]].attributes.has(Attr::Sha256)
+                    })
+                    .collect();
+                report.hashed += which.len();
+                report.hashed_bytes += which.iter().map(|i| entries[*i].meta.size).sum::<u64>();
+                let texts = scan::hash(host, &mut entries, &which, opts, None, Some(&counters));
+                for &i in &which {
+                    entries[i].hashed_at = now;
+                }
+                for e in &entries {
+                    match &e.digest {
+                        entry::Digest::TooLarge => {
+                            report.metadata_only.push(crate::host::display(&e.path));
+                        }
+                        entry::Digest::Unread(r) => report
+                            .errors
+                            .push(format!("{}: {r}", crate::host::display(&e.path))),
+                        _ => {}
+                    }
+                    w.put(e)?;
+                }
+                for (i, t) in texts {
+                    w.put_content(&entries[i].path, &t)?;
+                }
+                Ok::<(), StoreError>(())
+            };
+            let walk = scan::walk_each(host, spec, None, &mut |e, set| {
+                if failed.is_some() {
+                    return;
+                }
+                if e.meta.kind == FileKind::File {
+                    batch_bytes += e.meta.size;
+                }
+                batch.push((e, set));
+                if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
+                    batch_bytes = 0;
+                    if let Err(e) = flush(&mut batch, &mut report) {
+                        failed = Some(e);
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            flush(&mut batch, &mut report)?;
+            report.entries = walk.count;
+            report.truncated = walk.truncated;
+            report.errors.extend(
+                walk.errors
+                    .iter()
+                    .map(|e| format!("{}: {}", crate::host::display(&e.path), e.reason)),
+            );
+            report.missing_roots = walk
+                .missing_roots
+                .iter()
+                .map(|p| crate::host::display(p))
+                .collect();
+            Ok(())
+        });
         done.store(true, Ordering::Relaxed);
-        t
-    });
+        r
+    })?;
     if let Some(p) = progress {
-        p(which.len(), which.len(), total_bytes);
+        p(report.hashed, report.hashed, report.hashed_bytes);
     }
-    let now = crate::run::publish::now();
-    for &i in &which {
-        walk.entries[i].hashed_at = now;
-    }
-    let content: Vec<(PathBuf, Vec<u8>)> = texts
-        .into_iter()
-        .map(|(i, t)| (walk.entries[i].path.clone(), t))
-        .collect();
-    let root = host.root().to_string_lossy().into_owned();
-    let info = store.capture(&walk.entries, &content, &spec.fingerprint(), &root, now)?;
-    let mut errors: Vec<String> = walk
-        .errors
-        .iter()
-        .map(|e| format!("{}: {}", crate::host::display(&e.path), e.reason))
-        .collect();
-    errors.extend(walk.entries.iter().filter_map(|e| match &e.digest {
-        entry::Digest::Unread(r) => Some(format!("{}: {r}", crate::host::display(&e.path))),
-        _ => None,
-    }));
-    Ok(CaptureReport {
-        store: info,
-        entries: walk.entries.len(),
-        hashed: which.len(),
-        hashed_bytes: total_bytes,
-        metadata_only: walk
-            .entries
-            .iter()
-            .filter(|e| e.digest == entry::Digest::TooLarge)
-            .map(|e| crate::host::display(&e.path))
-            .collect(),
-        errors,
-        missing_roots: walk
-            .missing_roots
-            .iter()
-            .map(|p| crate::host::display(p))
-            .collect(),
-        truncated: walk.truncated,
-        duration: started.elapsed(),
-    })
+    report.store = info;
+    report.duration = started.elapsed();
+    Ok(report)
 }
 
 /// What `baseline accept` did.
