@@ -47,10 +47,8 @@ pub struct CaptureReport {
     pub duration: Duration,
 }
 
-/// Entries hashed and written per batch of a capture.
-const BATCH_ENTRIES: usize = 2048;
-/// Bytes of file content per batch of a capture.
-const BATCH_BYTES: u64 = 128 << 20;
+/// Entries in flight between the walk, the hashing threads and the writer of a capture.
+const QUEUE: usize = 1024;
 
 /// Progress callback of a long capture: (files hashed, of files (0 while unknown), bytes hashed).
 pub type ProgressFn<'a> = &'a (dyn Fn(usize, usize, u64) + Sync);
@@ -106,61 +104,88 @@ pub fn capture(
             });
         }
         let r = store.capture_with(&spec.fingerprint(), &root, now, |w| {
-            // Entries stream from the walk into batches that are hashed in parallel and
-            // written at once, so memory stays flat whatever the size of the tree.
-            let mut batch: Vec<(Entry, usize)> = Vec::with_capacity(BATCH_ENTRIES);
-            let mut batch_bytes = 0u64;
-            let mut failed: Option<StoreError> = None;
-            let mut flush = |batch: &mut Vec<(Entry, usize)>, report: &mut CaptureReport| {
-                let (mut entries, sets): (Vec<Entry>, Vec<usize>) = batch.drain(..).unzip();
-                let which: Vec<usize> = (0..entries.len())
-                    .filter(|i| {
-                        entries[*i].meta.kind == FileKind::File
-                            && spec.sets[sets[*i]].attributes.has(Attr::Sha256)
-                    })
-                    .collect();
-                report.hashed += which.len();
-                report.hashed_bytes += which.iter().map(|i| entries[*i].meta.size).sum::<u64>();
-                let texts = scan::hash(host, &mut entries, &which, opts, None, Some(&counters));
-                for &i in &which {
-                    entries[i].hashed_at = now;
-                }
-                for e in &entries {
-                    match &e.digest {
-                        entry::Digest::TooLarge => {
-                            report.metadata_only.push(crate::host::display(&e.path));
-                        }
-                        entry::Digest::Unread(r) => report
-                            .errors
-                            .push(format!("{}: {r}", crate::host::display(&e.path))),
-                        _ => {}
-                    }
-                    w.put(e)?;
-                }
-                for (i, t) in texts {
-                    w.put_content(&entries[i].path, &t)?;
-                }
-                Ok::<(), StoreError>(())
-            };
-            let walk = scan::walk_each(host, spec, None, &mut |e, set| {
-                if failed.is_some() {
-                    return;
-                }
-                if e.meta.kind == FileKind::File {
-                    batch_bytes += e.meta.size;
-                }
-                batch.push((e, set));
-                if batch.len() >= BATCH_ENTRIES || batch_bytes >= BATCH_BYTES {
-                    batch_bytes = 0;
-                    if let Err(e) = flush(&mut batch, &mut report) {
-                        failed = Some(e);
-                    }
-                }
+            // A pipeline: one thread walks (in store-key order), `threads` threads hash, and
+            // this thread writes into the open transaction. Bounded queues keep memory flat
+            // whatever the size of the tree, and the walk and the writes overlap the hashing.
+            let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<(Entry, usize)>(QUEUE);
+            let (to_write, write_rx) =
+                std::sync::mpsc::sync_channel::<(Entry, Option<Vec<u8>>)>(QUEUE);
+            let hash_rx = std::sync::Arc::new(std::sync::Mutex::new(hash_rx));
+            let walker = s.spawn(move || {
+                scan::walk_each(host, spec, None, &mut |e, set| {
+                    let _ = to_hash.send((e, set));
+                })
             });
+            for _ in 0..opts.threads.clamp(1, 64) {
+                let (rx, tx, counters) = (hash_rx.clone(), to_write.clone(), &counters);
+                s.spawn(move || {
+                    let mut buf = vec![0u8; scan::HASH_BUF];
+                    loop {
+                        let next = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((mut e, set)) = next else { return };
+                        let mut text = None;
+                        if e.meta.kind == FileKind::File
+                            && spec.sets[set].attributes.has(Attr::Sha256)
+                        {
+                            let h = scan::hash_one(host, &e.path, &e.meta, opts, &mut buf, None);
+                            e.digest = h.digest;
+                            if opts.want_xattrs {
+                                e.xattrs = h.xattrs;
+                            }
+                            if let Some(m) = h.meta {
+                                e.meta = m;
+                            }
+                            text = h.text;
+                            e.hashed_at = now;
+                            counters.files_done.fetch_add(1, Ordering::Relaxed);
+                            counters
+                                .bytes_done
+                                .fetch_add(e.meta.size, Ordering::Relaxed);
+                        }
+                        if tx.send((e, text)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(to_write);
+            let mut failed = None;
+            for (e, text) in write_rx {
+                if failed.is_some() {
+                    continue; // drain, so that the other threads finish
+                }
+                if e.meta.kind == FileKind::File && e.hashed_at == now {
+                    report.hashed += 1;
+                    report.hashed_bytes += e.meta.size;
+                }
+                match &e.digest {
+                    entry::Digest::TooLarge => {
+                        report.metadata_only.push(crate::host::display(&e.path));
+                    }
+                    entry::Digest::Unread(r) => report
+                        .errors
+                        .push(format!("{}: {r}", crate::host::display(&e.path))),
+                    _ => {}
+                }
+                let r = w.put(&e).and_then(|()| match &text {
+                    Some(t) => w.put_content(&e.path, t),
+                    None => Ok(()),
+                });
+                if let Err(err) = r {
+                    failed = Some(err);
+                }
+            }
+            let walk = walker.join().map_err(|_| StoreError::Damaged {
+                path: String::new(),
+                detail: "the walk panicked".into(),
+            })?;
             if let Some(e) = failed {
                 return Err(e);
             }
-            flush(&mut batch, &mut report)?;
+            report.metadata_only.sort();
             report.entries = walk.count;
             report.truncated = walk.truncated;
             report.errors.extend(

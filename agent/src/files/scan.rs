@@ -25,7 +25,7 @@ use super::spec::{Attr, WatchSpec};
 use crate::host::{FileKind, HostError, HostRoot};
 
 /// Read buffer per hashing thread.
-const HASH_BUF: usize = 256 << 10;
+pub const HASH_BUF: usize = 256 << 10;
 
 /// A path that could not be examined, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -511,7 +511,7 @@ pub fn hash(
     texts
 }
 
-fn hash_one(
+pub fn hash_one(
     host: &HostRoot,
     path: &Path,
     walked: &Meta,
