@@ -245,10 +245,16 @@ fn an_inotify_overflow_forces_a_full_reverification() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    crate::util::wait_until("an overflow-driven full re-verification", PATIENCE, || {
-        metric("nodedrift_inotify_overflows_total") >= 1.0
-            && metric("nodedrift_file_rescans_total{result=\"overflow\"}") >= 1.0
-    });
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !(metric("nodedrift_inotify_overflows_total") >= 1.0
+        && metric("nodedrift_file_rescans_total{result=\"overflow\"}") >= 1.0)
+    {
+        if std::time::Instant::now() > deadline {
+            let (_, body) = agent.get("/metrics");
+            panic!("no overflow-driven re-verification; metrics:\n{body}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     crate::util::wait_until("all 200 new files reported", PATIENCE, || {
         metric("nodedrift_files_changed") >= 200.0
     });

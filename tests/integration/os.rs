@@ -144,3 +144,43 @@ fn live_host_boot_id_matches_proc() {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(f["kernel"]["release"], json!(release.trim()));
 }
+
+/// An interactive SSH session on the node (sshd session processes in /proc) fails
+/// `os.no-interactive-ssh-sessions` and is listed with its user and terminal.
+#[test]
+fn an_ssh_session_on_the_node_is_a_finding() {
+    let host = crate::util::prepared_host("aks-ubuntu-clean");
+    let proc = |pid: u32, ppid: u32, uid: u32, comm: &str, argv: &str| {
+        let d = host.path().join(format!("proc/{pid}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("cmdline"), format!("{argv}\0")).unwrap();
+        std::fs::write(d.join("comm"), format!("{comm}\n")).unwrap();
+        std::fs::write(
+            d.join("status"),
+            format!("Name:\t{comm}\nState:\tS (sleeping)\nPPid:\t{ppid}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n"),
+        )
+        .unwrap();
+    };
+    let (_, before) = crate::util::check_json(host.path(), &[]);
+    let rule = |r: &serde_json::Value| {
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["rule"] == "os.no-interactive-ssh-sessions")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(rule(&before)["status"], "pass");
+    proc(2500, 1, 0, "sshd", "sshd: alice [priv]");
+    proc(2501, 2500, 1000, "sshd", "sshd: alice@pts/3");
+    proc(2502, 2501, 1000, "bash", "-bash");
+    let (code, after) = crate::util::check_json(host.path(), &[]);
+    let f = rule(&after);
+    assert_eq!(f["status"], "fail", "{f}");
+    assert_eq!(code, 1);
+    let sessions = f["actual"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{f}");
+    assert_eq!(sessions[0]["user"], "alice");
+    assert_eq!(sessions[0]["tty"], "pts/3");
+}

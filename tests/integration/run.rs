@@ -50,7 +50,11 @@ impl Agent {
             .arg("--host-root")
             .arg(root)
             .args(extra)
-            .env("RUST_LOG", "nodedrift=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("NODEDRIFT_TEST_AGENT_LOG")
+                    .unwrap_or_else(|_| "nodedrift=info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {

@@ -458,6 +458,16 @@ fn markers(ctx: &Context<'_>, defaults: &Result<String, HostError>, cf: &mut Com
         .collect();
     cf.set(&["aks", "markers"], json!(aks));
     cf.set(&["azure", "markers"], json!(azure));
+    // Interactive SSH sessions (sshd session processes joined with wtmp): the support policy
+    // discourages logging in to nodes, and file changes are linked to the session that made them.
+    let sessions = crate::attrib::sessions::scan_ssh_sessions(host);
+    match sessions.proc_error {
+        Some(e) => cf.unknown(&["sshSessions"], format!("/proc: {e}")),
+        None => cf.set(
+            &["sshSessions"],
+            serde_json::to_value(&sessions.sessions).unwrap_or(Value::Array(Vec::new())),
+        ),
+    }
 }
 
 #[cfg(test)]
