@@ -47,8 +47,12 @@ pub struct CaptureReport {
     pub duration: Duration,
 }
 
-/// Entries in flight between the walk, the hashing threads and the writer of a capture.
-const QUEUE: usize = 1024;
+/// Chunks in flight between the walk, the hashing threads and the writer of a capture.
+const QUEUE: usize = 8;
+/// Entries per chunk of a capture.
+const CHUNK_ENTRIES: usize = 128;
+/// Bytes of file content per chunk of a capture (large files get a chunk of their own).
+const CHUNK_BYTES: u64 = 8 << 20;
 
 /// Progress callback of a long capture: (files hashed, of files (0 while unknown), bytes hashed).
 pub type ProgressFn<'a> = &'a (dyn Fn(usize, usize, u64) + Sync);
@@ -107,14 +111,28 @@ pub fn capture(
             // A pipeline: one thread walks (in store-key order), `threads` threads hash, and
             // this thread writes into the open transaction. Bounded queues keep memory flat
             // whatever the size of the tree, and the walk and the writes overlap the hashing.
-            let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<(Entry, usize)>(QUEUE);
+            let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<Vec<(Entry, usize)>>(QUEUE);
             let (to_write, write_rx) =
-                std::sync::mpsc::sync_channel::<(Entry, Option<Vec<u8>>)>(QUEUE);
+                std::sync::mpsc::sync_channel::<Vec<(Entry, Option<Vec<u8>>)>>(QUEUE);
             let hash_rx = std::sync::Arc::new(std::sync::Mutex::new(hash_rx));
             let walker = s.spawn(move || {
-                scan::walk_each(host, spec, None, &mut |e, set| {
-                    let _ = to_hash.send((e, set));
-                })
+                // Chunks, not single entries: one hand-off per chunk keeps the threads from
+                // switching once per file.
+                let mut chunk = Vec::with_capacity(CHUNK_ENTRIES);
+                let mut bytes = 0u64;
+                let w = scan::walk_each(host, spec, None, &mut |e, set| {
+                    bytes += e.meta.size;
+                    chunk.push((e, set));
+                    if chunk.len() >= CHUNK_ENTRIES || bytes >= CHUNK_BYTES {
+                        bytes = 0;
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ENTRIES));
+                        let _ = to_hash.send(full);
+                    }
+                });
+                if !chunk.is_empty() {
+                    let _ = to_hash.send(chunk);
+                }
+                w
             });
             for _ in 0..opts.threads.clamp(1, 64) {
                 let (rx, tx, counters) = (hash_rx.clone(), to_write.clone(), &counters);
@@ -125,27 +143,32 @@ pub fn capture(
                             Ok(r) => r.recv(),
                             Err(_) => return,
                         };
-                        let Ok((mut e, set)) = next else { return };
-                        let mut text = None;
-                        if e.meta.kind == FileKind::File
-                            && spec.sets[set].attributes.has(Attr::Sha256)
-                        {
-                            let h = scan::hash_one(host, &e.path, &e.meta, opts, &mut buf, None);
-                            e.digest = h.digest;
-                            if opts.want_xattrs {
-                                e.xattrs = h.xattrs;
+                        let Ok(chunk) = next else { return };
+                        let mut out = Vec::with_capacity(chunk.len());
+                        for (mut e, set) in chunk {
+                            let mut text = None;
+                            if e.meta.kind == FileKind::File
+                                && spec.sets[set].attributes.has(Attr::Sha256)
+                            {
+                                let h =
+                                    scan::hash_one(host, &e.path, &e.meta, opts, &mut buf, None);
+                                e.digest = h.digest;
+                                if opts.want_xattrs {
+                                    e.xattrs = h.xattrs;
+                                }
+                                if let Some(m) = h.meta {
+                                    e.meta = m;
+                                }
+                                text = h.text;
+                                e.hashed_at = now;
+                                counters.files_done.fetch_add(1, Ordering::Relaxed);
+                                counters
+                                    .bytes_done
+                                    .fetch_add(e.meta.size, Ordering::Relaxed);
                             }
-                            if let Some(m) = h.meta {
-                                e.meta = m;
-                            }
-                            text = h.text;
-                            e.hashed_at = now;
-                            counters.files_done.fetch_add(1, Ordering::Relaxed);
-                            counters
-                                .bytes_done
-                                .fetch_add(e.meta.size, Ordering::Relaxed);
+                            out.push((e, text));
                         }
-                        if tx.send((e, text)).is_err() {
+                        if tx.send(out).is_err() {
                             return;
                         }
                     }
@@ -153,7 +176,7 @@ pub fn capture(
             }
             drop(to_write);
             let mut failed = None;
-            for (e, text) in write_rx {
+            for (e, text) in write_rx.into_iter().flatten() {
                 if failed.is_some() {
                     continue; // drain, so that the other threads finish
                 }

@@ -571,7 +571,9 @@ pub fn hash_one(
                     ctx.update(&buf[..n]);
                     total += n as u64;
                     if let Some(t) = &mut text {
-                        if total <= opts.keep_text_below {
+                        // A NUL byte means binary: stop keeping at once (no copy of content
+                        // that is never diffed).
+                        if total <= opts.keep_text_below && !buf[..n].contains(&0) {
                             t.extend_from_slice(&buf[..n]);
                         } else {
                             text = None;
