@@ -130,6 +130,8 @@ pub struct RawConfig {
     pub endpoint: Option<RawEndpoint>,
     /// The Kubernetes sink (annotations, conditions and Events on the agent's own Node).
     pub kubernetes: Option<RawKubernetes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<RawFiles>,
 }
 
 /// `intervals`.
@@ -186,6 +188,25 @@ pub struct RawKubernetes {
     pub node_name: Option<String>,
     /// Most Kubernetes Events created per minute; 0 creates none. Default 10.
     pub events_per_minute: Option<u32>,
+}
+
+/// `files`: the file-integrity monitor.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawFiles {
+    /// Watch the baseline's file sets. Default true.
+    pub enabled: Option<bool>,
+    /// Full re-hash of every watched file, whatever its timestamps say. Default 24h (±10%).
+    pub rehash_interval: Option<Interval>,
+    /// Hashing threads. Default: the CPU count, at most 4.
+    pub hash_threads: Option<usize>,
+    /// Read rate of background re-hashing, MiB/s (0: unlimited). Default 64.
+    pub rehash_mib_per_sec: Option<u64>,
+    /// Files larger than this many MiB are tracked by metadata only. Default 256.
+    pub max_hash_mib: Option<u64>,
+    /// Say which process changed a file (fanotify; needs CAP_SYS_ADMIN): `true`, `false` or
+    /// `auto` (on when the kernel allows it). Default auto.
+    pub attribution: Option<Toggle>,
 }
 
 /// A strictly positive duration (`2s`, `5m`, `1h30m`).
@@ -333,6 +354,32 @@ pub struct Config {
     pub endpoint: Endpoint,
     /// The Kubernetes sink.
     pub kubernetes: Kubernetes,
+    pub files: Files,
+}
+
+/// The file-integrity monitor's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    pub enabled: bool,
+    pub rehash_interval: Duration,
+    pub hash_threads: usize,
+    pub rehash_bytes_per_sec: u64,
+    pub max_hash_bytes: u64,
+    pub attribution: Toggle,
+}
+
+impl Default for Files {
+    fn default() -> Self {
+        let l = crate::files::spec::Limits::default();
+        Self {
+            enabled: true,
+            rehash_interval: l.rehash_interval,
+            hash_threads: l.threads,
+            rehash_bytes_per_sec: l.rehash_bytes_per_sec,
+            max_hash_bytes: l.max_hash_bytes,
+            attribution: Toggle::Auto,
+        }
+    }
 }
 
 /// Validated `intervals`.
@@ -573,6 +620,30 @@ impl Config {
             events_per_minute: k.events_per_minute.unwrap_or(DEFAULT_EVENTS_PER_MINUTE),
         };
 
+        let f = raw.files.unwrap_or_default();
+        let d = Files::default();
+        if f.hash_threads == Some(0) || f.hash_threads.is_some_and(|n| n > 64) {
+            return Err(invalid(&["files", "hashThreads"], "must be 1 to 64".into()));
+        }
+        if f.max_hash_mib == Some(0) {
+            return Err(invalid(
+                &["files", "maxHashMib"],
+                "must be at least 1".into(),
+            ));
+        }
+        let files = Files {
+            enabled: f.enabled.unwrap_or(d.enabled),
+            rehash_interval: f.rehash_interval.map_or(d.rehash_interval, |i| i.0),
+            hash_threads: f.hash_threads.unwrap_or(d.hash_threads),
+            rehash_bytes_per_sec: f
+                .rehash_mib_per_sec
+                .map_or(d.rehash_bytes_per_sec, |m| m.saturating_mul(1 << 20)),
+            max_hash_bytes: f
+                .max_hash_mib
+                .map_or(d.max_hash_bytes, |m| m.saturating_mul(1 << 20)),
+            attribution: f.attribution.unwrap_or(d.attribution),
+        };
+
         let profile = match var("NODEDRIFT_PROFILE") {
             Some(p) => {
                 check_profile(&p).map_err(|m| env_err("NODEDRIFT_PROFILE", m))?;
@@ -610,6 +681,7 @@ impl Config {
             intervals,
             endpoint,
             kubernetes,
+            files,
         })
     }
 }

@@ -68,6 +68,7 @@ fn defaults() -> Config {
             pod_name: None,
             events_per_minute: 10,
         },
+        files: crate::config::Files::default(),
     }
 }
 

@@ -405,6 +405,38 @@ pub fn findings(
     out
 }
 
+/// One `pass` finding per tracked watch set (the daemon adds them for sets without a change).
+pub fn pass_findings(spec: &WatchSpec) -> Vec<Finding> {
+    spec.sets
+        .iter()
+        .filter(|s| s.preset != Preset::Ignore)
+        .map(|set| Finding {
+            rule: set.rule_id(),
+            title: set.title.clone(),
+            component: COMPONENT.into(),
+            path: set
+                .patterns
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            status: Status::Pass,
+            severity: set.severity,
+            expected: json!({"unchanged": true}),
+            actual: json!({"unchanged": true}),
+            reason: None,
+            evidence: Evidence {
+                file: None,
+                pid: None,
+                source: Some("file-integrity".into()),
+            },
+            policy: set.policy.clone(),
+            remediation: set.remediation.clone(),
+            detail: None,
+        })
+        .collect()
+}
+
 fn short(v: &Value) -> String {
     match v {
         Value::String(s) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {

@@ -183,7 +183,39 @@ impl SetDigest {
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
-    db: Database,
+    db: Db,
+}
+
+/// A read-write handle (capture, accept, integrity-checked opens) or a read-only one (the
+/// daemon's verifications, which must not modify the file it watches for accepts).
+enum Db {
+    Rw(Database),
+    Ro(redb::ReadOnlyDatabase),
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Db::Rw(_) => "Db::Rw",
+            Db::Ro(_) => "Db::Ro",
+        })
+    }
+}
+
+impl Db {
+    fn read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Rw(d) => d.begin_read(),
+            Db::Ro(d) => d.begin_read(),
+        }
+    }
+
+    fn write(&self) -> Result<Result<redb::WriteTransaction, redb::TransactionError>, redb::Error> {
+        match self {
+            Db::Rw(d) => Ok(d.begin_write()),
+            Db::Ro(_) => Err(redb::Error::DatabaseAlreadyOpen),
+        }
+    }
 }
 
 /// Changes to write in one transaction.
@@ -240,6 +272,43 @@ impl Store {
         Self::open_db(path)
     }
 
+    /// Opens an existing store read-only: no write reaches the file, so watching it for
+    /// changes made by `baseline accept` does not see the daemon's own reads. A file that needs
+    /// recovery is reported as damaged rather than repaired.
+    pub fn open_read_only(state_dir: &Path) -> Result<Self, StoreError> {
+        let path = Self::file(state_dir);
+        let name = path.display().to_string();
+        if !path.exists() {
+            return Err(StoreError::NotCaptured { path: name });
+        }
+        let started = Instant::now();
+        loop {
+            match Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .open_read_only(&path)
+            {
+                Ok(db) => {
+                    return Ok(Self {
+                        path,
+                        db: Db::Ro(db),
+                    });
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(StoreError::Busy { path: name });
+                }
+                Err(e) => {
+                    return Err(StoreError::Damaged {
+                        path: name,
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
     fn open_db(path: PathBuf) -> Result<Self, StoreError> {
         let name = path.display().to_string();
         let started = Instant::now();
@@ -264,7 +333,10 @@ impl Store {
                 }
             }
         };
-        let s = Self { path, db };
+        let s = Self {
+            path,
+            db: Db::Rw(db),
+        };
         s.init()?;
         Ok(s)
     }
@@ -281,7 +353,34 @@ impl Store {
     }
 
     fn init(&self) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.storage(e))?;
+        // Read first: a store already at this schema is not written to by merely opening it
+        // (the daemon watches the file for changes made by `baseline accept`).
+        {
+            let tx = self.db.read().map_err(|e| self.storage(e))?;
+            if let Ok(meta) = tx.open_table(META)
+                && let Some(v) = meta.get(K_SCHEMA).map_err(|e| self.storage(e))?
+                && let Ok(b) = <[u8; 8]>::try_from(v.value())
+            {
+                let found = u64::from_le_bytes(b);
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        path: self.name(),
+                        found,
+                    });
+                }
+                if tx.open_table(ENTRIES).is_ok()
+                    && tx.open_table(CONTENT).is_ok()
+                    && tx.open_table(ACCEPTS).is_ok()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        let tx = self
+            .db
+            .write()
+            .map_err(|e| self.storage(e))?
+            .map_err(|e| self.storage(e))?;
         {
             let mut meta = tx.open_table(META).map_err(|e| self.storage(e))?;
             let found = meta
@@ -320,7 +419,11 @@ impl Store {
         host_root: &str,
         now: i64,
     ) -> Result<StoreInfo, StoreError> {
-        let mut tx = self.db.begin_write().map_err(|e| self.storage(e))?;
+        let mut tx = self
+            .db
+            .write()
+            .map_err(|e| self.storage(e))?
+            .map_err(|e| self.storage(e))?;
         // A capture of 50 000 files is one commit; the cache only needs to hold dirty pages.
         tx.set_durability(redb::Durability::Immediate)
             .map_err(|e| self.storage(e))?;
@@ -359,7 +462,11 @@ impl Store {
     /// Applies an update (realtime re-baseline of accepted paths) in one transaction, keeping
     /// the digest current.
     pub fn update(&self, u: &Update<'_>) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.storage(e))?;
+        let tx = self
+            .db
+            .write()
+            .map_err(|e| self.storage(e))?
+            .map_err(|e| self.storage(e))?;
         {
             let mut m = tx.open_table(META).map_err(|e| self.storage(e))?;
             let mut digest = m
@@ -429,7 +536,7 @@ impl Store {
     /// [`StoreError::Tampered`] (after the stream) when it does not match the recorded one, and
     /// with [`StoreError::Damaged`] on an undecodable entry.
     pub fn scan(&self, mut f: impl FnMut(Entry)) -> Result<StoreInfo, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.storage(e))?;
+        let tx = self.db.read().map_err(|e| self.storage(e))?;
         let t = tx.open_table(ENTRIES).map_err(|e| self.storage(e))?;
         let mut digest = SetDigest::default();
         let mut n = 0u64;
@@ -460,7 +567,7 @@ impl Store {
 
     /// The stored entry for one path.
     pub fn get(&self, path: &Path) -> Result<Option<Entry>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.storage(e))?;
+        let tx = self.db.read().map_err(|e| self.storage(e))?;
         let t = tx.open_table(ENTRIES).map_err(|e| self.storage(e))?;
         let k = entry::key(path);
         let Some(v) = t.get(k.as_slice()).map_err(|e| self.storage(e))? else {
@@ -476,7 +583,7 @@ impl Store {
 
     /// Stored entries below `dir` (inclusive), in key order.
     pub fn under(&self, dir: &Path) -> Result<Vec<Entry>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.storage(e))?;
+        let tx = self.db.read().map_err(|e| self.storage(e))?;
         let t = tx.open_table(ENTRIES).map_err(|e| self.storage(e))?;
         let k = entry::key(dir);
         let mut out = Vec::new();
@@ -495,7 +602,7 @@ impl Store {
 
     /// The kept content of a text file.
     pub fn content(&self, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.storage(e))?;
+        let tx = self.db.read().map_err(|e| self.storage(e))?;
         let t = tx.open_table(CONTENT).map_err(|e| self.storage(e))?;
         Ok(t.get(entry::key(path).as_slice())
             .map_err(|e| self.storage(e))?
@@ -504,7 +611,7 @@ impl Store {
 
     /// Every `baseline accept`, oldest first.
     pub fn accepts(&self) -> Result<Vec<AcceptRecord>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.storage(e))?;
+        let tx = self.db.read().map_err(|e| self.storage(e))?;
         let t = tx.open_table(ACCEPTS).map_err(|e| self.storage(e))?;
         let mut out = Vec::new();
         for item in t.iter().map_err(|e| self.storage(e))? {
@@ -517,7 +624,7 @@ impl Store {
     }
 
     pub fn info(&self) -> Result<StoreInfo, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.storage(e))?;
+        let tx = self.db.read().map_err(|e| self.storage(e))?;
         self.info_in(&tx)
     }
 
@@ -556,7 +663,7 @@ impl Store {
 
     /// The host root the baseline was captured for.
     pub fn host_root(&self) -> Result<Option<String>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.storage(e))?;
+        let tx = self.db.read().map_err(|e| self.storage(e))?;
         let m = tx.open_table(META).map_err(|e| self.storage(e))?;
         Ok(m.get(K_HOST)
             .map_err(|e| self.storage(e))?

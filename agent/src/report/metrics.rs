@@ -84,6 +84,10 @@ pub struct Metrics {
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub baseline_reloads: Family<ResultLabels, Counter>,
     pub last_check_timestamp: Gauge,
+    pub files_tracked: Gauge,
+    pub files_changed: Gauge,
+    pub file_rescans: Family<ResultLabels, Counter>,
+    pub files_hashed_bytes: Counter,
 }
 
 impl Metrics {
@@ -109,6 +113,10 @@ impl Metrics {
             deliveries: Family::default(),
             baseline_reloads: Family::default(),
             last_check_timestamp: Gauge::default(),
+            files_tracked: Gauge::default(),
+            files_changed: Gauge::default(),
+            file_rescans: Family::default(),
+            files_hashed_bytes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -150,6 +158,26 @@ impl Metrics {
             "trigger_events_dropped",
             "Triggers dropped because the queue was full (a full re-check follows)",
             m.events_dropped.clone(),
+        );
+        registry.register(
+            "files_tracked",
+            "Paths in the file-integrity baseline",
+            m.files_tracked.clone(),
+        );
+        registry.register(
+            "files_changed",
+            "Watched paths that differ from the file-integrity baseline now",
+            m.files_changed.clone(),
+        );
+        registry.register(
+            "file_rescans",
+            "Full file-integrity verifications, by reason (start, timer, rehash, overflow, accept)",
+            m.file_rescans.clone(),
+        );
+        registry.register(
+            "files_hashed_bytes",
+            "Bytes read to hash watched files",
+            m.files_hashed_bytes.clone(),
         );
         registry.register(
             "inotify_overflows",

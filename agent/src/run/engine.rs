@@ -46,6 +46,7 @@ pub struct Engine {
     profile: ProfileChoice,
     facts: Facts,
     findings: Vec<Finding>,
+    files: Option<super::fim::FileMonitor>,
 }
 
 impl Engine {
@@ -65,6 +66,7 @@ impl Engine {
             profile,
             facts,
             findings: Vec::new(),
+            files: None,
         })
     }
 
@@ -80,6 +82,9 @@ impl Engine {
                     tracing::info!(from = %self.profile.name, to = %profile.name, "The detected profile changed; its baseline is now in force.");
                     self.baseline = b;
                     self.profile = profile;
+                    if let Some(f) = &mut self.files {
+                        f.set_spec(self.baseline.watch_spec());
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(profile = %profile.name, error = %e, "The newly detected profile's baseline is invalid; keeping the current one.");
@@ -91,6 +96,43 @@ impl Engine {
             .filter(|n| *n != inspect::os::NAME)
             .collect();
         self.reinspect(&others);
+        if let Some(f) = &mut self.files {
+            f.full("timer");
+        }
+        self.evaluate();
+        started.elapsed()
+    }
+
+    /// Hands the engine its file-integrity monitor (the daemon; one-shot checks verify files
+    /// themselves). Its watch sets follow the baseline from now on.
+    pub fn set_files(&mut self, monitor: super::fim::FileMonitor) {
+        self.files = Some(monitor);
+    }
+
+    pub fn files(&self) -> Option<&super::fim::FileMonitor> {
+        self.files.as_ref()
+    }
+
+    pub fn files_mut(&mut self) -> Option<&mut super::fim::FileMonitor> {
+        self.files.as_mut()
+    }
+
+    /// Re-verifies the file integrity of `paths` (a realtime event), then evaluates.
+    pub fn files_paths(&mut self, paths: &BTreeSet<PathBuf>) -> Duration {
+        let started = Instant::now();
+        if let Some(f) = &mut self.files {
+            f.paths(paths);
+        }
+        self.evaluate();
+        started.elapsed()
+    }
+
+    /// Re-verifies every watched file, then evaluates.
+    pub fn files_full(&mut self, reason: &'static str) -> Duration {
+        let started = Instant::now();
+        if let Some(f) = &mut self.files {
+            f.full(reason);
+        }
         self.evaluate();
         started.elapsed()
     }
@@ -113,6 +155,9 @@ impl Engine {
 
     fn evaluate(&mut self) {
         self.findings = baseline::evaluate(&self.baseline, &self.facts);
+        if let Some(f) = &self.files {
+            self.findings.extend(f.findings());
+        }
     }
 
     /// Re-reads the user's baseline files over the profile. On error the baseline in force
@@ -120,6 +165,9 @@ impl Engine {
     pub fn reload(&mut self) -> Result<(), BaselineError> {
         let b = check::load_baseline(&self.profile.name, &self.opts.baselines)?;
         self.baseline = b;
+        if let Some(f) = &mut self.files {
+            f.set_spec(self.baseline.watch_spec());
+        }
         self.evaluate();
         Ok(())
     }

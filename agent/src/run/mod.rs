@@ -5,6 +5,7 @@
 //! Every loop takes the same cancellation token; SIGTERM drains within the grace period.
 
 pub mod engine;
+pub mod fim;
 pub mod publish;
 pub mod systemd;
 pub mod triggers;
@@ -117,6 +118,29 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
 
     let (triggers, rx) = Triggers::new(metrics.clone());
     let watcher = FileWatcher::new(&config.host_root, triggers.clone())?;
+    let mut engine = engine;
+    let fim_watcher = if config.files.enabled && !engine.baseline().watch_spec().is_empty() {
+        let mut spec = engine.baseline().watch_spec();
+        spec.limits.threads = config.files.hash_threads;
+        spec.limits.max_hash_bytes = config.files.max_hash_bytes;
+        spec.limits.rehash_interval = config.files.rehash_interval;
+        spec.limits.rehash_bytes_per_sec = config.files.rehash_bytes_per_sec;
+        let mut monitor = fim::FileMonitor::new(&config.host_root, spec, &config.state_dir)
+            .map_err(EngineError::Host)?;
+        monitor.set_metrics(metrics.clone());
+        monitor.set_attributor(fim::attributor(config.files.attribution));
+        engine.set_files(monitor);
+        Some(fim::FimWatcher::new(
+            &config.host_root,
+            &config.state_dir,
+            triggers.clone(),
+        )?)
+    } else {
+        tracing::info!(
+            "File integrity is off (files.enabled: false, or no watch sets in the baseline)."
+        );
+        None
+    };
     let proc_host = HostRoot::new(&config.host_root).map_err(EngineError::Host)?;
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -248,7 +272,18 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
             .name("evaluator".into())
             .spawn(move || {
                 evaluate_loop(
-                    engine, watcher, publisher, rx, overflow, handle, metrics, health, cancel,
+                    engine,
+                    Watchers {
+                        files: watcher,
+                        fim: fim_watcher,
+                    },
+                    publisher,
+                    rx,
+                    overflow,
+                    handle,
+                    metrics,
+                    health,
+                    cancel,
                 )
             })
             .map_err(|e| RunError::Evaluator(e.to_string()))?
@@ -275,10 +310,29 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
     }
 }
 
+/// The inotify watchers the evaluator keeps current.
+struct Watchers {
+    files: FileWatcher,
+    fim: Option<fim::FimWatcher>,
+}
+
+impl Watchers {
+    fn update(&mut self, engine: &Engine) {
+        self.files.update(engine.watch_targets());
+        self.update_fim(engine);
+    }
+
+    fn update_fim(&mut self, engine: &Engine) {
+        if let (Some(w), Some(m)) = (&mut self.fim, engine.files()) {
+            w.update(&m.watch_dirs(), m.state_dir());
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn evaluate_loop(
     mut engine: Engine,
-    mut watcher: FileWatcher,
+    mut watcher: Watchers,
     mut publisher: Publisher,
     mut rx: mpsc::Receiver<Trigger>,
     overflow: Arc<std::sync::atomic::AtomicBool>,
@@ -292,7 +346,7 @@ fn evaluate_loop(
     let _stop_all = CancelOnDrop(cancel.clone());
     // The first check is a full one; readiness follows it.
     let took = engine.full_check();
-    watcher.update(engine.watch_targets());
+    watcher.update(&engine);
     after_check(&metrics, "full", took);
     publisher.publish(&engine);
     publisher.heartbeat();
@@ -323,8 +377,12 @@ fn evaluate_loop(
         let mut components: BTreeSet<&'static str> = BTreeSet::new();
         let mut heartbeat = false;
         let mut reevaluate = false;
+        let mut file_paths: BTreeSet<std::path::PathBuf> = BTreeSet::new();
+        let mut files_rescan: Option<&'static str> = None;
         for t in pending {
             match t {
+                Trigger::Files(p) => file_paths.extend(p),
+                Trigger::FilesRescan(r) => files_rescan = Some(r),
                 Trigger::Full(_) => full = true,
                 Trigger::Heartbeat => heartbeat = true,
                 Trigger::Reevaluate => reevaluate = true,
@@ -355,8 +413,24 @@ fn evaluate_loop(
         }
         if full {
             let took = engine.full_check();
-            watcher.update(engine.watch_targets());
+            watcher.update(&engine);
             after_check(&metrics, "full", took);
+            publisher.publish(&engine);
+        } else if let Some(reason) = files_rescan {
+            let took = engine.files_full(reason);
+            watcher.update_fim(&engine);
+            after_check(&metrics, "files", took);
+            if !components.is_empty() {
+                engine.recheck(&components);
+            }
+            publisher.publish(&engine);
+        } else if !file_paths.is_empty() {
+            let took = engine.files_paths(&file_paths);
+            watcher.update_fim(&engine);
+            after_check(&metrics, "files", took);
+            if !components.is_empty() {
+                engine.recheck(&components);
+            }
             publisher.publish(&engine);
         } else if !components.is_empty() {
             let took = engine.recheck(&components);

@@ -38,6 +38,10 @@ pub enum Trigger {
     Heartbeat,
     /// Evaluate and publish again without re-inspecting (the Node's labels changed).
     Reevaluate,
+    /// Re-verify the file integrity of these host paths.
+    Files(BTreeSet<PathBuf>),
+    /// Re-verify every watched file (events were lost, or the store was changed by an accept).
+    FilesRescan(&'static str),
 }
 
 /// Capacity of the trigger queue. Triggers coalesce, so a burst of file events needs little
@@ -64,6 +68,11 @@ impl Triggers {
             },
             rx,
         )
+    }
+
+    /// Counts an inotify queue overflow.
+    pub fn count_overflow(&self) {
+        self.metrics.inotify_overflows.inc();
     }
 
     /// Queues a trigger without waiting (callable from the watcher's own thread).
@@ -205,7 +214,7 @@ impl FileWatcher {
 }
 
 /// Whether an event can mean that a file's content, metadata or existence changed.
-fn changes_content(kind: &notify::EventKind) -> bool {
+pub(super) fn changes_content(kind: &notify::EventKind) -> bool {
     use notify::EventKind;
     use notify::event::{AccessKind, AccessMode};
     match kind {
