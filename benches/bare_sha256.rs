@@ -55,13 +55,18 @@ fn hash(path: &Path, buf: &mut [u8]) -> io::Result<(u64, [u8; 32])> {
 
 fn main() -> io::Result<()> {
     // `cargo bench` appends `--bench` to a harness-less target's arguments.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let Some(root) = args.first() else {
         eprintln!("usage: bare_sha256 DIR [THREADS]");
         std::process::exit(64);
     };
     let threads: usize = match args.get(1) {
-        Some(t) => t.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        Some(t) => t
+            .parse()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
         None => 2,
     };
     let start = Instant::now();
