@@ -5,6 +5,7 @@
 # Usage (from the repository root):  benches/fim-vs-aide.sh [ROUNDS]
 #   ROUNDS   rounds, default 5 (or $ROUNDS); every figure in the table is a median over them
 #   WORK     work directory, default /var/tmp/nodedrift-bench (needs ~1.7 GB free)
+#   NODEDRIFT_BIN  the binary measured, default target/release/nodedrift (built here)
 #   SHARED   corpus generator and tamper script, default ../shared/bench (gen_corpus.py,
 #            modify100.py; see its README)
 #
@@ -47,6 +48,8 @@ repo=$(pwd)
 
 rounds=${1:-${ROUNDS:-5}}
 work=${WORK:-/var/tmp/nodedrift-bench}
+mkdir -p "$work"
+work=$(cd "$work" && pwd) # absolute: it goes into the AIDE config
 shared=$(realpath "${SHARED:-../shared/bench}")
 corpus=$work/corpus
 state=$work/state
@@ -73,7 +76,7 @@ fi
 
 echo "building (release; the first build takes several minutes)"
 cargo build --release --locked
-bin=$repo/target/release/nodedrift
+bin=${NODEDRIFT_BIN:-$repo/target/release/nodedrift} # override to measure another build
 ring_bin=$(cargo build --release --locked --bench bare_sha256 --message-format=json |
   python3 -c '
 import json, sys
@@ -100,13 +103,11 @@ if [ "$have_nd" -eq 0 ]; then
 fi
 
 # --- 2. corpus -----------------------------------------------------------------------------
-mkdir -p "$work"
 tampered=$work/tampered.txt # the files modify100.py changes, relative to the corpus
-python3 - "$nfiles" >"$tampered" <<'PY'
-import sys
+python3 - >"$tampered" <<'PY'
 exts = [".conf", ".bin", ".log", ".so"]
 for k in range(100):
-    i = k * (int(sys.argv[1]) // 100)
+    i = k * 500
     print("d%02d/s%02d/f%05d%s" % ((i // 1000) % 50, (i // 50) % 20, i, exts[i % 4]))
 PY
 marker=$work/corpus.complete
@@ -264,6 +265,7 @@ entries=$(find "$corpus" | wc -l)
 bytes=$(find "$corpus" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
 commit=$(git rev-parse --short HEAD)
 git diff --quiet HEAD -- || commit="$commit (modified)"
+[ -z "${NODEDRIFT_BIN:-}" ] || commit="$commit, binary $bin"
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 python3 - "$results" "$rounds" "$(nproc)" "$cpu" "$(uname -r)" \
   "$(aide --version 2>&1 | head -n 1)" "$commit" "$why_no_nd" "$nfiles" "$entries" "$bytes" <<'PY'
