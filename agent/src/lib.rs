@@ -3,6 +3,7 @@
 //! The flow (see the README): [`host::HostRoot`] → [`inspect`] → [`facts::Facts`] →
 //! [`baseline`] rules → [`finding::Finding`]s → [`report`].
 
+pub mod attrib;
 pub mod baseline;
 pub mod check;
 pub mod clock;

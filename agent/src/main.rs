@@ -458,15 +458,27 @@ fn capture(
             );
             return Ok(EXIT_USAGE);
         }
-        Ok(s) => s,
+        // A store that opens but whose entries no longer match its digest was modified
+        // outside nodedrift: evidence too, kept aside like a damaged one.
+        Ok(s) => match s.scan(|_| {}) {
+            Ok(_) => s,
+            Err(e) if e.is_integrity() => {
+                drop(s);
+                keep_aside(&file)?;
+                Store::create(&state.state_dir)?
+            }
+            Err(e) => return Err(e.into()),
+        },
         Err(StoreError::NotCaptured { .. }) => Store::create(&state.state_dir)?,
         Err(e) if e.is_integrity() && force => {
-            let aside =
-                file.with_extension(format!("redb.damaged-{}", nodedrift::run::publish::now()));
-            std::fs::rename(&file, &aside)
-                .with_context(|| format!("moving {} aside", file.display()))?;
-            eprintln!("nodedrift: kept the damaged store as {}", aside.display());
+            keep_aside(&file)?;
             Store::create(&state.state_dir)?
+        }
+        Err(e) if e.is_integrity() => {
+            eprintln!(
+                "nodedrift: error: {e}\n(--force keeps it aside as evidence and captures anew)"
+            );
+            return Ok(EXIT_USAGE);
         }
         Err(e) => return Err(e.into()),
     };
@@ -512,6 +524,14 @@ fn capture(
     } else {
         3
     })
+}
+
+/// Moves a store that cannot be trusted out of the way, keeping it as evidence.
+fn keep_aside(file: &std::path::Path) -> anyhow::Result<()> {
+    let aside = file.with_extension(format!("redb.damaged-{}", nodedrift::run::publish::now()));
+    std::fs::rename(file, &aside).with_context(|| format!("moving {} aside", file.display()))?;
+    eprintln!("nodedrift: kept the damaged store as {}", aside.display());
+    Ok(())
 }
 
 fn accept(

@@ -9,6 +9,8 @@ mod util;
 mod check;
 mod cli;
 mod delivery;
+mod files;
+mod files_run;
 mod hostile;
 mod http_sink;
 

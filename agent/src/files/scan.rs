@@ -61,8 +61,8 @@ impl Walk {
     }
 }
 
-/// Walks every root of `spec` (or only `only`, host paths, when given: a realtime event names
-/// the paths it concerns).
+/// Walks every root of `spec` (or only `only`, host paths and everything below them, when
+/// given: a realtime event or `baseline accept` names the paths it concerns).
 pub fn walk(host: &HostRoot, spec: &WatchSpec, only: Option<&[PathBuf]>) -> Walk {
     let mut w = Walk::default();
     let roots = match only {
@@ -117,7 +117,9 @@ fn walk_root(host: &HostRoot, spec: &WatchSpec, root: &Path, single: bool, w: &m
         Err(e) => return push_err(w, root, host_reason(&e)),
     };
     let mut dirfd = None;
-    if meta.kind == FileKind::Directory && spec.descend(root) && !single {
+    // A directory named by `only` is walked with everything below it, as a root is: the
+    // verification compares every stored entry below it.
+    if meta.kind == FileKind::Directory && spec.descend(root) {
         match host.open_dir(root) {
             Ok(fd) => dirfd = Some(fd),
             Err(e) => push_err(w, root, host_reason(&e)),
@@ -580,4 +582,44 @@ fn hash_one(
 /// UTF-8 without NUL bytes: worth a line diff.
 pub fn is_text(b: &[u8]) -> bool {
     !b.contains(&0) && std::str::from_utf8(b).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::spec::WatchSet;
+
+    #[test]
+    fn a_fifo_is_recorded_by_type_and_a_file_gone_before_hashing_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("gone"), b"x").unwrap();
+        nix::unistd::mkfifo(&d.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        let host = HostRoot::new(tmp.path()).unwrap();
+        let spec = WatchSpec::new(vec![
+            WatchSet::ad_hoc(&[PathBuf::from("/d")], None).unwrap(),
+        ]);
+        let mut w = walk(&host, &spec, None);
+        assert!(w.errors.is_empty(), "{:?}", w.errors);
+        let paths: Vec<&Path> = w.entries.iter().map(|e| e.path.as_path()).collect();
+        assert_eq!(
+            paths,
+            [Path::new("/d"), Path::new("/d/fifo"), Path::new("/d/gone")]
+        );
+        assert_eq!(w.entries[1].meta.kind, FileKind::Fifo);
+        assert_eq!(w.entries[1].digest, Digest::NotRegular);
+        std::fs::remove_file(d.join("gone")).unwrap();
+        let opts = HashOptions {
+            threads: 1,
+            max_bytes: 1 << 20,
+            want_xattrs: false,
+            keep_text_below: 0,
+        };
+        hash(&host, &mut w.entries, &[2], opts, None, None);
+        match &w.entries[2].digest {
+            Digest::Unread(r) => assert!(r.contains("/d/gone"), "{r}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

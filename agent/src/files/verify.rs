@@ -316,7 +316,13 @@ pub fn differences(
     } else if attrs.has(Attr::Size) && is_file && o.size != n.size {
         push(Attr::Size, json!(o.size), json!(n.size));
     }
-    if attrs.has(Attr::Sha256) && is_file && old.digest != new.digest {
+    // A file that could not be read now has an unknown content, not a changed one (the
+    // verification reports it as an error).
+    if attrs.has(Attr::Sha256)
+        && is_file
+        && old.digest != new.digest
+        && !matches!(new.digest, Digest::Unread(_))
+    {
         push(Attr::Sha256, old.digest.to_json(), new.digest.to_json());
     }
     if attrs.has(Attr::Target) && old.target != new.target {
@@ -343,4 +349,110 @@ pub fn differences(
         push(Attr::Inode, json!(o.ino), json!(n.ino));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::entry::Meta;
+    use crate::files::spec::{WatchSet, WatchSpec};
+
+    fn file(size: u64, digest: Digest) -> Entry {
+        Entry {
+            path: PathBuf::from("/etc/x"),
+            meta: Meta {
+                kind: FileKind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size,
+                mtime: (1, 0),
+                ctime: (1, 0),
+                ino: 7,
+                dev: 0,
+                nlink: 1,
+            },
+            digest,
+            target: None,
+            xattrs: None,
+            hashed_at: 0,
+        }
+    }
+
+    fn names(v: &[AttrChange]) -> Vec<Attr> {
+        v.iter().map(|c| c.attribute).collect()
+    }
+
+    #[test]
+    fn an_unreadable_file_has_an_unknown_content_not_a_changed_one() {
+        let attrs = Preset::Config.attributes();
+        let old = file(3, Digest::Sha256([1; 32]));
+        let unread = |size| file(size, Digest::Unread("permission denied".into()));
+        assert!(differences(Preset::Config, attrs, &old, &unread(3)).is_empty());
+        assert_eq!(
+            names(&differences(Preset::Config, attrs, &old, &unread(4))),
+            [Attr::Size]
+        );
+        let other = file(3, Digest::Sha256([2; 32]));
+        assert_eq!(
+            names(&differences(Preset::Config, attrs, &old, &other)),
+            [Attr::Sha256]
+        );
+    }
+
+    #[test]
+    fn the_log_preset_allows_growth_only() {
+        let attrs = Preset::Log.attributes();
+        let old = file(10, Digest::NotTracked);
+        assert!(differences(Preset::Log, attrs, &old, &file(20, Digest::NotTracked)).is_empty());
+        assert_eq!(
+            names(&differences(
+                Preset::Log,
+                attrs,
+                &old,
+                &file(5, Digest::NotTracked)
+            )),
+            [Attr::Size]
+        );
+    }
+
+    #[test]
+    fn verifying_a_directory_covers_everything_below_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("host");
+        std::fs::create_dir_all(root.join("d/sub")).unwrap();
+        std::fs::write(root.join("d/a"), b"a").unwrap();
+        std::fs::write(root.join("d/sub/b"), b"b").unwrap();
+        let host = HostRoot::new(&root).unwrap();
+        let spec = WatchSpec::new(vec![
+            WatchSet::ad_hoc(&[PathBuf::from("/d")], None).unwrap(),
+        ]);
+        let store = Store::create(&tmp.path().join("state")).unwrap();
+        crate::files::capture(&host, &spec, &store, None).unwrap();
+        std::fs::write(root.join("d/sub/b"), b"B").unwrap();
+        std::fs::write(root.join("d/sub/c"), b"c").unwrap();
+        std::fs::write(root.join("d/a"), b"A").unwrap();
+        let v = verify(
+            &host,
+            &spec,
+            &store,
+            &VerifyOptions {
+                only: Some(vec![PathBuf::from("/d/sub")]),
+                ..VerifyOptions::default()
+            },
+        )
+        .unwrap();
+        let got: Vec<(String, ChangeKind)> = v
+            .changes
+            .iter()
+            .map(|c| (c.path.display().to_string(), c.kind))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/d/sub/b".to_owned(), ChangeKind::Modified),
+                ("/d/sub/c".to_owned(), ChangeKind::Added),
+            ]
+        );
+    }
 }

@@ -22,7 +22,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -305,6 +305,44 @@ impl HostRoot {
             });
         }
         Ok(buf)
+    }
+
+    /// Reads at most the last `max` bytes of a regular file of any size (logs such as
+    /// `/var/log/wtmp` grow without bound). Returns the file offset the bytes start at, so a
+    /// caller parsing fixed-size records can realign. Same checks as [`HostRoot::read`]:
+    /// regular files only, resolved inside the root.
+    pub fn read_tail(&self, path: &Path, max: u64) -> Result<(u64, Vec<u8>), HostError> {
+        let (pathfd, st) = self.open_path(path)?;
+        if st.kind != FileKind::File {
+            return Err(HostError::NotRegular {
+                path: display(path),
+                kind: st.kind,
+            });
+        }
+        drop(pathfd);
+        let fd = self.resolve(
+            path,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+            true,
+        )?;
+        let again = fstat(fd.as_fd()).map_err(|e| HostError::from_errno(path, e))?;
+        if again.st_ino != st.ino || again.st_dev != st.dev {
+            return Err(HostError::Io {
+                path: display(path),
+                source: std::io::Error::other("replaced while being opened"),
+            });
+        }
+        let io = |source| HostError::Io {
+            path: display(path),
+            source,
+        };
+        let size = u64::try_from(again.st_size).unwrap_or(0);
+        let start = size.saturating_sub(max);
+        let mut file = File::from(fd);
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        let mut buf = Vec::new();
+        file.take(max).read_to_end(&mut buf).map_err(io)?;
+        Ok((start, buf))
     }
 
     /// Reads a regular file as UTF-8 text.

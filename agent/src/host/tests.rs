@@ -229,3 +229,24 @@ fn permission_bits_and_owner_are_reported() {
     assert_eq!(m.mode_octal(), "0640");
     assert_eq!(m.uid, nix::unistd::getuid().as_raw());
 }
+
+#[test]
+fn read_tail_returns_the_end_of_a_large_file_and_its_offset() {
+    let f = fixture();
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(f.root.join("var.log"), &data).unwrap();
+    std::os::unix::fs::symlink("/../../var.log", f.root.join("link")).unwrap();
+    for resolver in [Resolver::Openat2, Resolver::Walk] {
+        let h = HostRoot::with_resolver(&f.root, resolver).unwrap();
+        let (off, tail) = h.read_tail(Path::new("/var.log"), 1000).unwrap();
+        assert_eq!(off, 9000);
+        assert_eq!(tail, &data[9000..]);
+        let (off, all) = h.read_tail(Path::new("/link"), 1 << 20).unwrap();
+        assert_eq!((off, all.len()), (0, data.len()));
+        assert!(matches!(
+            h.read_tail(Path::new("/etc"), 10),
+            Err(HostError::NotRegular { .. })
+        ));
+        assert!(h.read_tail(Path::new("/../../secret"), 100).unwrap().1 == b"inside");
+    }
+}

@@ -73,6 +73,11 @@ impl Engine {
     /// Inspects every component, re-detects the profile (reloading the baseline if it changed)
     /// and evaluates. Returns how long it took.
     pub fn full_check(&mut self) -> Duration {
+        self.full_check_for("timer")
+    }
+
+    /// [`Self::full_check`], naming why the file integrity is re-verified (metrics label).
+    pub fn full_check_for(&mut self, files_reason: &'static str) -> Duration {
         let started = Instant::now();
         let os = inspect::inspect(&self.host, &self.opts.inspect, &[inspect::os::NAME]);
         let profile = check::choose_profile(self.opts.profile.as_deref(), &os);
@@ -97,7 +102,7 @@ impl Engine {
             .collect();
         self.reinspect(&others);
         if let Some(f) = &mut self.files {
-            f.full("timer");
+            f.full(files_reason);
         }
         self.evaluate();
         started.elapsed()

@@ -104,16 +104,18 @@ impl FileMonitor {
     /// The first verification: captures the baseline when there is none.
     pub fn start(&mut self) {
         self.started = true;
-        match Store::open(&self.state_dir) {
-            Err(StoreError::NotCaptured { .. }) => self.capture(),
-            Ok(s) if matches!(s.is_captured(), Ok(false)) => {
-                drop(s);
-                self.capture();
-            }
-            _ => self.verify(None, false, "start", &|_| {
-                json!({"status": "unattributed", "reason": "changed while the agent was not running (found at start)"})
-            }),
+        // Opened and closed here: the verification opens the store again.
+        let captured = match Store::open(&self.state_dir) {
+            Err(StoreError::NotCaptured { .. }) => false,
+            Ok(s) => !matches!(s.is_captured(), Ok(false)),
+            Err(_) => true, // let the verification report it
+        };
+        if !captured {
+            return self.capture();
         }
+        self.verify(None, false, "start", &|_| {
+            json!({"status": "unattributed", "reason": "changed while the agent was not running (found at start)"})
+        });
     }
 
     fn capture(&mut self) {
@@ -354,6 +356,11 @@ impl FimWatcher {
     pub fn new(root: &Path, state_dir: &Path, triggers: Triggers) -> Result<Self, notify::Error> {
         let r = root.to_path_buf();
         let store_file = Store::file(state_dir);
+        // Overflow re-verifications at most once a second: a re-verification opens the
+        // watched directories, and inotify queues those opens too, so with a tiny queue
+        // (fs.inotify.max_queued_events) one re-verification could overflow it again. A
+        // throttled overflow marks the next re-check as a full one instead.
+        let last_overflow = std::sync::Mutex::new(None::<Instant>);
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let event = match res {
                 Ok(e) => e,
@@ -364,10 +371,20 @@ impl FimWatcher {
                 }
             };
             if event.need_rescan() {
+                triggers.count_overflow();
+                let Ok(mut last) = last_overflow.lock() else {
+                    return;
+                };
+                if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                    triggers
+                        .overflow
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+                *last = Some(Instant::now());
                 tracing::warn!(
                     "inotify queue overflow: events were lost; re-verifying every watched file."
                 );
-                triggers.count_overflow();
                 triggers.send(Trigger::FilesRescan("overflow"), "inotify-files");
                 return;
             }
@@ -436,12 +453,57 @@ impl FimWatcher {
 }
 
 /// The attribution source the config asks for: fanotify where the kernel allows it.
-pub fn attributor(toggle: crate::config::Toggle) -> Result<Arc<dyn Attribute>, String> {
+pub fn attributor(
+    toggle: crate::config::Toggle,
+    host_root: &Path,
+) -> Result<Arc<dyn Attribute>, String> {
     use crate::config::Toggle;
-    match toggle {
-        Toggle::Off => Err("attribution is off (files.attribution: false)".into()),
-        Toggle::On | Toggle::Auto => {
-            Err("fanotify attribution is not available in this build".into())
+    if toggle == Toggle::Off {
+        return Err("attribution is off (files.attribution: false)".into());
+    }
+    let host = HostRoot::new(host_root).map_err(|e| e.to_string())?;
+    match crate::attrib::Attributor::start(Arc::new(host)) {
+        Ok(a) => {
+            tracing::info!("Attributing file changes to processes (fanotify).");
+            Ok(Arc::new(Fanotify {
+                inner: a,
+                root: host_root.to_path_buf(),
+            }))
+        }
+        Err(e) => {
+            if toggle == Toggle::On {
+                tracing::warn!(reason = %e, "files.attribution is true but fanotify is unavailable; changes are reported unattributed.");
+            } else {
+                tracing::info!(reason = %e, "fanotify is unavailable; file changes are reported unattributed.");
+            }
+            Err(format!("fanotify unavailable: {e}"))
+        }
+    }
+}
+
+/// [`crate::attrib::Attributor`] seen through host paths.
+#[derive(Debug)]
+struct Fanotify {
+    inner: crate::attrib::Attributor,
+    root: PathBuf,
+}
+
+impl Fanotify {
+    fn real(&self, host_path: &Path) -> PathBuf {
+        self.root
+            .join(host_path.strip_prefix("/").unwrap_or(host_path))
+    }
+}
+
+impl Attribute for Fanotify {
+    fn attribute(&self, path: &Path, since: SystemTime) -> Value {
+        serde_json::to_value(self.inner.attribute(&self.real(path), since)).unwrap_or(Value::Null)
+    }
+
+    fn watch_dirs(&self, dirs: &BTreeSet<PathBuf>) {
+        let real: BTreeSet<PathBuf> = dirs.iter().map(|d| self.real(d)).collect();
+        for (dir, error) in self.inner.set_dirs(&real) {
+            tracing::debug!(dir = %dir.display(), %error, "Cannot mark a directory for attribution.");
         }
     }
 }

@@ -128,7 +128,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         let mut monitor = fim::FileMonitor::new(&config.host_root, spec, &config.state_dir)
             .map_err(EngineError::Host)?;
         monitor.set_metrics(metrics.clone());
-        monitor.set_attributor(fim::attributor(config.files.attribution));
+        monitor.set_attributor(fim::attributor(config.files.attribution, &config.host_root));
         engine.set_files(monitor);
         Some(fim::FimWatcher::new(
             &config.host_root,
@@ -373,7 +373,8 @@ fn evaluate_loop(
             metrics.events_coalesced.inc();
             pending.push(t);
         }
-        let mut full = overflow.swap(false, Ordering::Relaxed);
+        let mut lost = overflow.swap(false, Ordering::Relaxed);
+        let mut full = lost;
         let mut components: BTreeSet<&'static str> = BTreeSet::new();
         let mut heartbeat = false;
         let mut reevaluate = false;
@@ -383,7 +384,10 @@ fn evaluate_loop(
             match t {
                 Trigger::Files(p) => file_paths.extend(p),
                 Trigger::FilesRescan(r) => files_rescan = Some(r),
-                Trigger::Full(_) => full = true,
+                Trigger::Full(why) => {
+                    full = true;
+                    lost |= why.contains("overflow");
+                }
                 Trigger::Heartbeat => heartbeat = true,
                 Trigger::Reevaluate => reevaluate = true,
                 Trigger::Components(c) => components.extend(c),
@@ -412,7 +416,8 @@ fn evaluate_loop(
             }
         }
         if full {
-            let took = engine.full_check();
+            let reason = files_rescan.unwrap_or(if lost { "overflow" } else { "timer" });
+            let took = engine.full_check_for(reason);
             watcher.update(&engine);
             after_check(&metrics, "full", took);
             publisher.publish(&engine);

@@ -12,4 +12,5 @@
 //! only this module opts out.
 #![allow(unsafe_code)]
 
+pub mod handle;
 pub mod xattr;
