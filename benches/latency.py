@@ -4,6 +4,10 @@
 * file change -> CloudEvent delivered: the kubelet's config file is rewritten (readOnlyPort
   toggled 10255 <-> 0) and the time until the matching finding.opened/resolved event reaches
   a local CloudEvents receiver is measured (inotify path);
+* watched file change -> file-integrity finding delivered: a file of the `kernel-tuning`
+  watch set (captured at the agent's first start) is rewritten with other content and back,
+  and the time until its `files.*` finding.opened/resolved event arrives is measured (inotify
+  path, then stat + SHA-256 of the file, then the ledger and the sink);
 * sysctl change -> CloudEvent delivered: /proc/sys/net/ipv4/ip_forward (a regular file in the
   fixture) is toggled and the time until the event arrives is measured (poll path; the bound
   is the poll interval + 100 ms).
@@ -90,6 +94,9 @@ def main():
     work = tempfile.mkdtemp()
     host = os.path.join(work, "host")
     shutil.copytree(os.path.join(REPO, "tests/fixtures/hosts/aks-ubuntu-drifted"), host, symlinks=True)
+    watched = os.path.join(host, "etc/sysctl.d/70-latency.conf")
+    with open(watched, "w") as f:
+        f.write("vm.max_map_count = 262144\n")
     cfg = os.path.join(work, "config.yaml")
     with open(cfg, "w") as f:
         f.write(f"hostRoot: {host}\nstateDir: {work}/state\nlisten: 127.0.0.1:0\n"
@@ -109,6 +116,18 @@ def main():
             file_lat.append(wait_event(kind, port_subject, t0) - t0)
             time.sleep(0.05)
         report("file change -> CloudEvent delivered", file_lat, 0.25)
+
+        fim_subject = "files.kernel-tuning:/etc/sysctl.d/70-latency.conf"
+        fim_lat = []
+        for i in range(ROUNDS):
+            t0 = time.monotonic()
+            changed = i % 2 == 0
+            with open(watched, "w") as f:
+                f.write("vm.max_map_count = 65530\n" if changed else "vm.max_map_count = 262144\n")
+            kind = "dev.nodedrift.finding.opened" if changed else "dev.nodedrift.finding.resolved"
+            fim_lat.append(wait_event(kind, fim_subject, t0) - t0)
+            time.sleep(0.05)
+        report("watched file change -> file-integrity finding delivered", fim_lat, 0.25)
 
         fwd = os.path.join(host, "proc/sys/net/ipv4/ip_forward")
         fwd_subject = 'sysctl.ip-forward-enabled:sysctl.runtime["net.ipv4.ip_forward"]'

@@ -484,7 +484,11 @@ fn capture(
     };
     let tty = std::io::stderr().is_terminal();
     let show = |done: usize, total: usize, bytes: u64| {
-        eprint!("\rhashing: {done}/{total} files, {} MiB   ", bytes >> 20);
+        if total == 0 {
+            eprint!("\rhashing: {done} files, {} MiB   ", bytes >> 20);
+        } else {
+            eprint!("\rhashing: {done}/{total} files, {} MiB   ", bytes >> 20);
+        }
     };
     let progress: Option<files::ProgressFn<'_>> = if tty && !json { Some(&show) } else { None };
     let report = files::capture(&host, &spec, &store, progress)?;

@@ -121,6 +121,16 @@ pub fn key(path: &Path) -> Vec<u8> {
         .collect()
 }
 
+/// Compares two paths in store-key order without building the keys.
+pub fn cmp_paths(a: &Path, b: &Path) -> std::cmp::Ordering {
+    let f = |c: &u8| if *c == b'/' { 0 } else { *c };
+    a.as_os_str()
+        .as_bytes()
+        .iter()
+        .map(f)
+        .cmp(b.as_os_str().as_bytes().iter().map(f))
+}
+
 /// The inverse of [`key`].
 pub fn path_of(key: &[u8]) -> PathBuf {
     let bytes: Vec<u8> = key

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use crate::facts::Evidence;
 use crate::finding::{Finding, Status};
 use crate::host::{FileKind, HostRoot};
+use entry::Entry;
 pub use spec::{Attr, AttrSet, Preset, WatchSet, WatchSpec};
 pub use store::{AcceptRecord, Store, StoreError, StoreInfo};
 pub use verify::{Change, ChangeKind, Verification, VerifyOptions};
@@ -46,7 +47,10 @@ pub struct CaptureReport {
     pub duration: Duration,
 }
 
-/// Progress callback of a long capture: (files hashed, of files, bytes hashed).
+/// Entries in flight between the walk, the hashing threads and the writer of a capture.
+const QUEUE: usize = 1024;
+
+/// Progress callback of a long capture: (files hashed, of files (0 while unknown), bytes hashed).
 pub type ProgressFn<'a> = &'a (dyn Fn(usize, usize, u64) + Sync);
 
 /// Walks, hashes and records the whole baseline, replacing what the store held.
@@ -57,14 +61,6 @@ pub fn capture(
     progress: Option<ProgressFn<'_>>,
 ) -> Result<CaptureReport, StoreError> {
     let started = Instant::now();
-    let mut walk = scan::walk(host, spec, None);
-    let which: Vec<usize> = (0..walk.entries.len())
-        .filter(|i| {
-            walk.entries[*i].meta.kind == FileKind::File
-                && spec.sets[walk.sets[*i]].attributes.has(Attr::Sha256)
-        })
-        .collect();
-    let total_bytes: u64 = which.iter().map(|i| walk.entries[*i].meta.size).sum();
     let counters = scan::Progress::default();
     let want_xattrs = spec.sets.iter().any(|s| s.attributes.has(Attr::Xattrs));
     let opts = scan::HashOptions {
@@ -73,67 +69,146 @@ pub fn capture(
         want_xattrs,
         keep_text_below: spec.limits.max_diff_bytes,
     };
+    let now = crate::run::publish::now();
+    let root = host.root().to_string_lossy().into_owned();
     let done = std::sync::atomic::AtomicBool::new(false);
-    let texts = std::thread::scope(|s| {
+    let mut report = CaptureReport {
+        store: StoreInfo {
+            path: String::new(),
+            entries: 0,
+            digest: String::new(),
+            captured_at: String::new(),
+            spec: String::new(),
+        },
+        entries: 0,
+        hashed: 0,
+        hashed_bytes: 0,
+        metadata_only: Vec::new(),
+        errors: Vec::new(),
+        missing_roots: Vec::new(),
+        truncated: false,
+        duration: Duration::ZERO,
+    };
+    let info = std::thread::scope(|s| {
         if let Some(p) = progress {
-            let (c, d, n) = (&counters, &done, which.len());
+            let (c, d) = (&counters, &done);
             s.spawn(move || {
                 while !d.load(Ordering::Relaxed) {
                     p(
                         c.files_done.load(Ordering::Relaxed),
-                        n,
+                        0,
                         c.bytes_done.load(Ordering::Relaxed),
                     );
                     std::thread::sleep(Duration::from_millis(200));
                 }
             });
         }
-        let t = scan::hash(host, &mut walk.entries, &which, opts, None, Some(&counters));
+        let r = store.capture_with(&spec.fingerprint(), &root, now, |w| {
+            // A pipeline: one thread walks (in store-key order), `threads` threads hash, and
+            // this thread writes into the open transaction. Bounded queues keep memory flat
+            // whatever the size of the tree, and the walk and the writes overlap the hashing.
+            let (to_hash, hash_rx) = std::sync::mpsc::sync_channel::<(Entry, usize)>(QUEUE);
+            let (to_write, write_rx) =
+                std::sync::mpsc::sync_channel::<(Entry, Option<Vec<u8>>)>(QUEUE);
+            let hash_rx = std::sync::Arc::new(std::sync::Mutex::new(hash_rx));
+            let walker = s.spawn(move || {
+                scan::walk_each(host, spec, None, &mut |e, set| {
+                    let _ = to_hash.send((e, set));
+                })
+            });
+            for _ in 0..opts.threads.clamp(1, 64) {
+                let (rx, tx, counters) = (hash_rx.clone(), to_write.clone(), &counters);
+                s.spawn(move || {
+                    let mut buf = vec![0u8; scan::HASH_BUF];
+                    loop {
+                        let next = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok((mut e, set)) = next else { return };
+                        let mut text = None;
+                        if e.meta.kind == FileKind::File
+                            && spec.sets[set].attributes.has(Attr::Sha256)
+                        {
+                            let h = scan::hash_one(host, &e.path, &e.meta, opts, &mut buf, None);
+                            e.digest = h.digest;
+                            if opts.want_xattrs {
+                                e.xattrs = h.xattrs;
+                            }
+                            if let Some(m) = h.meta {
+                                e.meta = m;
+                            }
+                            text = h.text;
+                            e.hashed_at = now;
+                            counters.files_done.fetch_add(1, Ordering::Relaxed);
+                            counters
+                                .bytes_done
+                                .fetch_add(e.meta.size, Ordering::Relaxed);
+                        }
+                        if tx.send((e, text)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(to_write);
+            let mut failed = None;
+            for (e, text) in write_rx {
+                if failed.is_some() {
+                    continue; // drain, so that the other threads finish
+                }
+                if e.meta.kind == FileKind::File && e.hashed_at == now {
+                    report.hashed += 1;
+                    report.hashed_bytes += e.meta.size;
+                }
+                match &e.digest {
+                    entry::Digest::TooLarge => {
+                        report.metadata_only.push(crate::host::display(&e.path));
+                    }
+                    entry::Digest::Unread(r) => report
+                        .errors
+                        .push(format!("{}: {r}", crate::host::display(&e.path))),
+                    _ => {}
+                }
+                let r = w.put(&e).and_then(|()| match &text {
+                    Some(t) => w.put_content(&e.path, t),
+                    None => Ok(()),
+                });
+                if let Err(err) = r {
+                    failed = Some(err);
+                }
+            }
+            let walk = walker.join().map_err(|_| StoreError::Damaged {
+                path: String::new(),
+                detail: "the walk panicked".into(),
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            report.metadata_only.sort();
+            report.entries = walk.count;
+            report.truncated = walk.truncated;
+            report.errors.extend(
+                walk.errors
+                    .iter()
+                    .map(|e| format!("{}: {}", crate::host::display(&e.path), e.reason)),
+            );
+            report.missing_roots = walk
+                .missing_roots
+                .iter()
+                .map(|p| crate::host::display(p))
+                .collect();
+            Ok(())
+        });
         done.store(true, Ordering::Relaxed);
-        t
-    });
+        r
+    })?;
     if let Some(p) = progress {
-        p(which.len(), which.len(), total_bytes);
+        p(report.hashed, report.hashed, report.hashed_bytes);
     }
-    let now = crate::run::publish::now();
-    for &i in &which {
-        walk.entries[i].hashed_at = now;
-    }
-    let content: Vec<(PathBuf, Vec<u8>)> = texts
-        .into_iter()
-        .map(|(i, t)| (walk.entries[i].path.clone(), t))
-        .collect();
-    let root = host.root().to_string_lossy().into_owned();
-    let info = store.capture(&walk.entries, &content, &spec.fingerprint(), &root, now)?;
-    let mut errors: Vec<String> = walk
-        .errors
-        .iter()
-        .map(|e| format!("{}: {}", crate::host::display(&e.path), e.reason))
-        .collect();
-    errors.extend(walk.entries.iter().filter_map(|e| match &e.digest {
-        entry::Digest::Unread(r) => Some(format!("{}: {r}", crate::host::display(&e.path))),
-        _ => None,
-    }));
-    Ok(CaptureReport {
-        store: info,
-        entries: walk.entries.len(),
-        hashed: which.len(),
-        hashed_bytes: total_bytes,
-        metadata_only: walk
-            .entries
-            .iter()
-            .filter(|e| e.digest == entry::Digest::TooLarge)
-            .map(|e| crate::host::display(&e.path))
-            .collect(),
-        errors,
-        missing_roots: walk
-            .missing_roots
-            .iter()
-            .map(|p| crate::host::display(p))
-            .collect(),
-        truncated: walk.truncated,
-        duration: started.elapsed(),
-    })
+    report.store = info;
+    report.duration = started.elapsed();
+    Ok(report)
 }
 
 /// What `baseline accept` did.

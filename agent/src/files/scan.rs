@@ -25,7 +25,7 @@ use super::spec::{Attr, WatchSpec};
 use crate::host::{FileKind, HostError, HostRoot};
 
 /// Read buffer per hashing thread.
-const HASH_BUF: usize = 256 << 10;
+pub const HASH_BUF: usize = 256 << 10;
 
 /// A path that could not be examined, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,8 @@ pub struct Walk {
     pub missing_roots: Vec<PathBuf>,
     /// Set when `max_entries` stopped the walk.
     pub truncated: bool,
+    /// Entries handed out.
+    pub count: usize,
 }
 
 impl Walk {
@@ -62,47 +64,62 @@ impl Walk {
 }
 
 /// Walks every root of `spec` (or only `only`, host paths and everything below them, when
-/// given: a realtime event or `baseline accept` names the paths it concerns).
+/// given: a realtime event or `baseline accept` names the paths it concerns) and collects the
+/// entries, in store-key order.
 pub fn walk(host: &HostRoot, spec: &WatchSpec, only: Option<&[PathBuf]>) -> Walk {
+    let mut entries = Vec::new();
+    let mut sets = Vec::new();
+    let mut w = walk_each(host, spec, only, &mut |e, set| {
+        entries.push(e);
+        sets.push(set);
+    });
+    w.entries = entries;
+    w.sets = sets;
+    w
+}
+
+/// Walks like [`walk`] but hands each entry (and its governing set) to `sink` as it is found,
+/// in store-key order (roots in key order, each directory's names sorted, depth first), so
+/// that a caller can merge it with the store's own ordered entries without holding either
+/// whole. The returned [`Walk`] has no entries, only the rest.
+pub fn walk_each(
+    host: &HostRoot,
+    spec: &WatchSpec,
+    only: Option<&[PathBuf]>,
+    sink: &mut dyn FnMut(Entry, usize),
+) -> Walk {
     let mut w = Walk::default();
-    let roots = match only {
+    let mut roots = match only {
         Some(paths) => paths.to_vec(),
         None => spec.roots(),
     };
-    for root in roots {
+    roots.sort_by(|a, b| super::entry::cmp_paths(a, b));
+    roots.dedup();
+    let mut kept: Vec<PathBuf> = Vec::with_capacity(roots.len());
+    for r in roots {
+        if !kept.iter().any(|k| r.starts_with(k)) {
+            kept.push(r);
+        }
+    }
+    for root in kept {
         if w.truncated {
             break;
         }
-        walk_root(host, spec, &root, only.is_some(), &mut w);
+        walk_root(host, spec, &root, only.is_some(), &mut w, sink);
     }
-    let mut idx: Vec<usize> = (0..w.entries.len()).collect();
-    let keys: Vec<Vec<u8>> = w
-        .entries
-        .iter()
-        .map(|e| super::entry::key(&e.path))
-        .collect();
-    idx.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
-    idx.dedup_by(|a, b| keys[*a] == keys[*b]);
-    let mut entries = Vec::with_capacity(idx.len());
-    let mut sets = Vec::with_capacity(idx.len());
-    let mut old: Vec<Option<Entry>> = std::mem::take(&mut w.entries)
-        .into_iter()
-        .map(Some)
-        .collect();
-    for i in idx {
-        if let Some(e) = old[i].take() {
-            entries.push(e);
-            sets.push(w.sets[i]);
-        }
-    }
-    w.entries = entries;
-    w.sets = sets;
     w.dirs.sort();
     w.dirs.dedup();
     w
 }
 
-fn walk_root(host: &HostRoot, spec: &WatchSpec, root: &Path, single: bool, w: &mut Walk) {
+fn walk_root(
+    host: &HostRoot,
+    spec: &WatchSpec,
+    root: &Path,
+    single: bool,
+    w: &mut Walk,
+    sink: &mut dyn FnMut(Entry, usize),
+) {
     let meta = match host.lstat(root) {
         Ok(_) => match stat_nofollow(host, root) {
             Ok(m) => m,
@@ -136,10 +153,10 @@ fn walk_root(host: &HostRoot, spec: &WatchSpec, root: &Path, single: bool, w: &m
             } else {
                 None
             };
-        push_entry(w, spec, root.to_path_buf(), meta, target, xattrs, set);
+        push_entry(w, sink, spec, root.to_path_buf(), meta, target, xattrs, set);
     }
     if let Some(fd) = dirfd {
-        descend(spec, fd, root, 0, meta.dev, w);
+        descend(spec, fd, root, 0, meta.dev, w, sink);
     }
 }
 
@@ -172,22 +189,29 @@ fn stat_nofollow(host: &HostRoot, path: &Path) -> Result<Meta, String> {
         .map_err(errno_reason)
 }
 
-fn descend(spec: &WatchSpec, dirfd: OwnedFd, dir: &Path, depth: usize, dev: u64, w: &mut Walk) {
+fn descend(
+    spec: &WatchSpec,
+    dirfd: OwnedFd,
+    dir: &Path,
+    depth: usize,
+    dev: u64,
+    w: &mut Walk,
+    sink: &mut dyn FnMut(Entry, usize),
+) {
     w.dirs.push(dir.to_path_buf());
-    let listing = match nix::dir::Dir::from_fd(dirfd) {
+    let mut listing = match nix::dir::Dir::from_fd(dirfd) {
         Ok(d) => d,
         Err(e) => return push_err(w, dir, errno_reason(e)),
     };
-    let mut listing = listing;
-    // The fd for fstatat/openat while the iterator borrows the Dir.
+    // The fd for fstatat/openat, kept after the listing is closed.
     let parent = match nix::unistd::dup(listing.as_fd()) {
         Ok(fd) => fd,
         Err(e) => return push_err(w, dir, errno_reason(e)),
     };
+    // Names first, sorted: depth first over sorted names is store-key order. Only names some
+    // set could want are kept, so a huge directory outside the watch sets costs no memory.
+    let mut names: Vec<(Vec<u8>, Option<nix::dir::Type>)> = Vec::new();
     for item in listing.iter() {
-        if w.truncated {
-            return;
-        }
         let item = match item {
             Ok(i) => i,
             Err(e) => {
@@ -196,16 +220,33 @@ fn descend(spec: &WatchSpec, dirfd: OwnedFd, dir: &Path, depth: usize, dev: u64,
                     dir,
                     format!("reading the directory: {}", errno_reason(e)),
                 );
-                return;
+                break;
             }
         };
-        let name = OsStr::from_bytes(item.file_name().to_bytes());
-        if name == "." || name == ".." {
+        let name = item.file_name().to_bytes();
+        if name == b"." || name == b".." {
             continue;
         }
+        let child = dir.join(OsStr::from_bytes(name));
+        let maybe_dir = matches!(item.file_type(), Some(nix::dir::Type::Directory) | None);
+        if spec.govern(&child).is_none() && !(maybe_dir && spec.descend(&child)) {
+            continue;
+        }
+        names.push((name.to_vec(), item.file_type()));
+        if names.len() > spec.limits.max_entries {
+            break;
+        }
+    }
+    drop(listing);
+    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (raw, file_type) in names {
+        if w.truncated {
+            return;
+        }
+        let name = OsStr::from_bytes(&raw);
         let child = dir.join(name);
         let governed = spec.govern(&child);
-        let maybe_dir = matches!(item.file_type(), Some(nix::dir::Type::Directory) | None);
+        let maybe_dir = matches!(file_type, Some(nix::dir::Type::Directory) | None);
         let enter = maybe_dir && spec.descend(&child);
         if governed.is_none() && !enter {
             continue;
@@ -277,16 +318,18 @@ fn descend(spec: &WatchSpec, dirfd: OwnedFd, dir: &Path, depth: usize, dev: u64,
             } else {
                 None
             };
-            push_entry(w, spec, child.clone(), meta, target, xattrs, set);
+            push_entry(w, sink, spec, child.clone(), meta, target, xattrs, set);
         }
         if let Some(fd) = childfd {
-            descend(spec, fd, &child, depth + 1, dev, w);
+            descend(spec, fd, &child, depth + 1, dev, w, sink);
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn push_entry(
     w: &mut Walk,
+    sink: &mut dyn FnMut(Entry, usize),
     spec: &WatchSpec,
     path: PathBuf,
     meta: Meta,
@@ -294,24 +337,27 @@ fn push_entry(
     xattrs: Option<[u8; 32]>,
     set: usize,
 ) {
-    if w.entries.len() >= spec.limits.max_entries {
+    if w.count >= spec.limits.max_entries {
         w.truncated = true;
         return;
     }
+    w.count += 1;
     let digest = if meta.kind != FileKind::File {
         Digest::NotRegular
     } else {
         Digest::NotTracked
     };
-    w.entries.push(Entry {
-        path,
-        meta,
-        digest,
-        target,
-        xattrs,
-        hashed_at: 0,
-    });
-    w.sets.push(set);
+    sink(
+        Entry {
+            path,
+            meta,
+            digest,
+            target,
+            xattrs,
+            hashed_at: 0,
+        },
+        set,
+    );
 }
 
 fn push_err(w: &mut Walk, path: &Path, reason: String) {
@@ -465,7 +511,7 @@ pub fn hash(
     texts
 }
 
-fn hash_one(
+pub fn hash_one(
     host: &HostRoot,
     path: &Path,
     walked: &Meta,

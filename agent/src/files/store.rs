@@ -218,6 +218,117 @@ impl Db {
     }
 }
 
+/// Writes the entries of a capture; see [`Store::capture_with`].
+pub struct CaptureWriter<'t> {
+    name: String,
+    entries: redb::Table<'t, &'static [u8], &'static [u8]>,
+    content: redb::Table<'t, &'static [u8], &'static [u8]>,
+    digest: SetDigest,
+    count: u64,
+}
+
+impl std::fmt::Debug for CaptureWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureWriter")
+            .field("store", &self.name)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl CaptureWriter<'_> {
+    fn err(name: &str, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::Storage {
+            path: name.to_owned(),
+            source: e.into(),
+        }
+    }
+
+    /// Records one entry.
+    pub fn put(&mut self, e: &Entry) -> Result<(), StoreError> {
+        let k = entry::key(&e.path);
+        let v = e.encode();
+        let name = &self.name;
+        let old = self
+            .entries
+            .insert(k.as_slice(), v.as_slice())
+            .map_err(|e| Self::err(name, e))?
+            .map(|o| o.value().to_vec());
+        match old {
+            Some(o) => self.digest.remove(&k, &o),
+            None => self.count += 1,
+        }
+        self.digest.add(&k, &v);
+        Ok(())
+    }
+
+    /// Keeps the content of a small text file for diffs.
+    pub fn put_content(&mut self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let name = &self.name;
+        self.content
+            .insert(entry::key(path).as_slice(), bytes)
+            .map_err(|e| Self::err(name, e))?;
+        Ok(())
+    }
+}
+
+/// A pull iterator over the stored entries; see [`Store::iter`].
+pub struct StoredIter {
+    name: String,
+    range: redb::Range<'static, &'static [u8], &'static [u8]>,
+    _table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    _tx: redb::ReadTransaction,
+    digest: SetDigest,
+    count: u64,
+    info: StoreInfo,
+}
+
+impl std::fmt::Debug for StoredIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredIter")
+            .field("store", &self.name)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl StoredIter {
+    /// The next entry, `None` at the end; a damaged entry is an error.
+    pub fn next_entry(&mut self) -> Result<Option<Entry>, StoreError> {
+        let Some(item) = self.range.next() else {
+            return Ok(None);
+        };
+        let (k, v) = item.map_err(|e| StoreError::Storage {
+            path: self.name.clone(),
+            source: e.into(),
+        })?;
+        let (k, v) = (k.value(), v.value());
+        self.digest.add(k, v);
+        self.count += 1;
+        match Entry::decode(entry::path_of(k), v) {
+            Some(e) => Ok(Some(e)),
+            None => Err(StoreError::Damaged {
+                path: self.name.clone(),
+                detail: format!("entry {} cannot be decoded", entry::path_of(k).display()),
+            }),
+        }
+    }
+
+    /// After the last entry: the store's info, or [`StoreError::Tampered`] when the entries do
+    /// not hash to the recorded digest.
+    pub fn finish(mut self) -> Result<StoreInfo, StoreError> {
+        while self.next_entry()?.is_some() {}
+        if self.info.digest != self.digest.hex() || self.info.entries != self.count {
+            return Err(StoreError::Tampered {
+                path: self.name.clone(),
+                recorded: self.info.digest.clone(),
+                computed: self.digest.hex(),
+            });
+        }
+        Ok(self.info)
+    }
+}
+
 /// Changes to write in one transaction.
 #[derive(Debug, Default)]
 pub struct Update<'a> {
@@ -419,38 +530,49 @@ impl Store {
         host_root: &str,
         now: i64,
     ) -> Result<StoreInfo, StoreError> {
+        self.capture_with(spec, host_root, now, |w| {
+            for e in entries {
+                w.put(e)?;
+            }
+            for (p, bytes) in content {
+                w.put_content(p, bytes)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Replaces the whole baseline with what `fill` writes, in one transaction: a crash or an
+    /// error leaves the previous baseline as it was.
+    pub fn capture_with(
+        &self,
+        spec: &str,
+        host_root: &str,
+        now: i64,
+        fill: impl FnOnce(&mut CaptureWriter<'_>) -> Result<(), StoreError>,
+    ) -> Result<StoreInfo, StoreError> {
         let mut tx = self
             .db
             .write()
             .map_err(|e| self.storage(e))?
             .map_err(|e| self.storage(e))?;
-        // A capture of 50 000 files is one commit; the cache only needs to hold dirty pages.
         tx.set_durability(redb::Durability::Immediate)
             .map_err(|e| self.storage(e))?;
-        let mut digest = SetDigest::default();
         {
             tx.delete_table(ENTRIES).map_err(|e| self.storage(e))?;
             tx.delete_table(CONTENT).map_err(|e| self.storage(e))?;
-            let mut t = tx.open_table(ENTRIES).map_err(|e| self.storage(e))?;
-            let mut buf_key;
-            for e in entries {
-                buf_key = entry::key(&e.path);
-                let v = e.encode();
-                digest.add(&buf_key, &v);
-                t.insert(buf_key.as_slice(), v.as_slice())
-                    .map_err(|e| self.storage(e))?;
-            }
-            let mut c = tx.open_table(CONTENT).map_err(|e| self.storage(e))?;
-            for (p, bytes) in content {
-                c.insert(entry::key(p).as_slice(), bytes.as_slice())
-                    .map_err(|e| self.storage(e))?;
-            }
+            let mut w = CaptureWriter {
+                name: self.name(),
+                entries: tx.open_table(ENTRIES).map_err(|e| self.storage(e))?,
+                content: tx.open_table(CONTENT).map_err(|e| self.storage(e))?,
+                digest: SetDigest::default(),
+                count: 0,
+            };
+            fill(&mut w)?;
             let mut m = tx.open_table(META).map_err(|e| self.storage(e))?;
             let put =
                 |m: &mut redb::Table<&str, &[u8]>, k: &str, v: &[u8]| m.insert(k, v).map(|_| ());
-            put(&mut m, K_DIGEST, &digest.to_bytes()).map_err(|e| self.storage(e))?;
-            put(&mut m, K_COUNT, &(entries.len() as u64).to_le_bytes())
-                .map_err(|e| self.storage(e))?;
+            put(&mut m, K_DIGEST, &w.digest.to_bytes()).map_err(|e| self.storage(e))?;
+            put(&mut m, K_COUNT, &w.count.to_le_bytes()).map_err(|e| self.storage(e))?;
             put(&mut m, K_CAPTURED, &now.to_le_bytes()).map_err(|e| self.storage(e))?;
             put(&mut m, K_SPEC, spec.as_bytes()).map_err(|e| self.storage(e))?;
             put(&mut m, K_HOST, host_root.as_bytes()).map_err(|e| self.storage(e))?;
@@ -563,6 +685,24 @@ impl Store {
             });
         }
         Ok(info)
+    }
+
+    /// Every stored entry in key order, pulled one at a time (the verification merges them
+    /// with a walk), recomputing the digest as it goes: see [`StoredIter::finish`].
+    pub fn iter(&self) -> Result<StoredIter, StoreError> {
+        let tx = self.db.read().map_err(|e| self.storage(e))?;
+        let table = tx.open_table(ENTRIES).map_err(|e| self.storage(e))?;
+        let range = table.range::<&[u8]>(..).map_err(|e| self.storage(e))?;
+        let info = self.info_in(&tx)?;
+        Ok(StoredIter {
+            name: self.name(),
+            range,
+            _table: table,
+            _tx: tx,
+            digest: SetDigest::default(),
+            count: 0,
+            info,
+        })
     }
 
     /// The stored entry for one path.

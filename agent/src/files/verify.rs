@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::entry::{self, Digest, Entry, kind_name};
-use super::scan::{self, HashOptions, ScanError, Walk};
+use super::scan::{self, HashOptions, ScanError};
 use super::spec::{Attr, Preset, WatchSpec};
 use super::store::{Store, StoreError, StoreInfo};
 use crate::host::{FileKind, HostRoot};
@@ -86,106 +86,130 @@ pub struct Verification {
 }
 
 /// Verifies the host against the store.
+///
+/// The walk and the store are merged as two ordered streams: only entries that differ, must be
+/// read, or were added or removed are kept, so memory does not grow with the tree.
 pub fn verify(
     host: &HostRoot,
     spec: &WatchSpec,
     store: &Store,
     opts: &VerifyOptions,
 ) -> Result<Verification, StoreError> {
-    let mut walk = scan::walk(host, spec, opts.only.as_deref());
     let in_scope = |p: &Path| match &opts.only {
         None => true,
         Some(only) => only.iter().any(|o| p.starts_with(o)),
     };
-    let under_error =
-        |p: &Path, errors: &[ScanError]| errors.iter().any(|e| p.starts_with(&e.path));
     let tracks_content = |set: usize| spec.sets[set].attributes.has(Attr::Sha256);
-
-    // Merge: `prev[i]` is the stored entry of walk entry `i` when it must be compared after
-    // hashing; `removed` holds stored entries the walk no longer sees.
-    let mut prev: Vec<(usize, Entry)> = Vec::new();
-    let mut removed: Vec<(usize, Entry)> = Vec::new();
-    let mut need_hash: Vec<usize> = Vec::new();
-    let mut seen = vec![false; walk.entries.len()];
-    let keys: Vec<Vec<u8>> = walk.entries.iter().map(|e| entry::key(&e.path)).collect();
-    let mut cursor = 0usize;
-    let mut visit = |stored: Entry, walk: &mut Walk| {
-        let k = entry::key(&stored.path);
-        while cursor < keys.len() && keys[cursor] < k {
-            cursor += 1;
-        }
-        if cursor < keys.len() && keys[cursor] == k {
-            let i = cursor;
-            seen[i] = true;
-            let cur = &mut walk.entries[i];
-            let set = walk.sets[i];
-            let content = tracks_content(set) && cur.meta.kind == FileKind::File;
-            let stamp_same = cur.meta.same_content_stamp(&stored.meta);
-            if content
-                && (opts.rehash_all || !stamp_same || !matches!(stored.digest, Digest::Sha256(_)))
-            {
-                need_hash.push(i);
-                prev.push((i, stored));
-                return;
+    let mut stored = match &opts.only {
+        None => Stored::All(Box::new(store.iter()?)),
+        Some(only) => {
+            let mut v = Vec::new();
+            for p in only {
+                v.extend(store.under(p)?);
             }
-            if content {
-                cur.digest = stored.digest.clone();
-                cur.hashed_at = stored.hashed_at;
-                if cur.meta.kind == FileKind::File {
-                    cur.xattrs = stored.xattrs;
+            v.sort_by(|a, b| entry::cmp_paths(&a.path, &b.path));
+            v.dedup_by(|a, b| a.path == b.path);
+            Stored::Some(v.into_iter())
+        }
+    };
+    let mut head = stored.pull()?;
+    let mut failed: Option<StoreError> = None;
+    // (current, set, stored): to hash, then compare.
+    let mut pending: Vec<(Entry, usize, Option<Entry>)> = Vec::new();
+    let mut modified: Vec<(Entry, usize, Entry)> = Vec::new();
+    let mut added: Vec<(Entry, usize)> = Vec::new();
+    let mut removed: Vec<(usize, Entry)> = Vec::new();
+    let mut metadata_only: Vec<PathBuf> = Vec::new();
+    let gone = |e: Entry, removed: &mut Vec<(usize, Entry)>| {
+        if in_scope(&e.path)
+            && let Some(set) = spec.govern(&e.path)
+        {
+            removed.push((set, e));
+        }
+    };
+    let walk = scan::walk_each(host, spec, opts.only.as_deref(), &mut |mut cur, set| {
+        if failed.is_some() {
+            return;
+        }
+        // Stored entries before this one are gone from the host.
+        while head
+            .as_ref()
+            .is_some_and(|h| entry::cmp_paths(&h.path, &cur.path).is_lt())
+        {
+            if let Some(h) = head.take() {
+                gone(h, &mut removed);
+            }
+            match stored.pull() {
+                Ok(n) => head = n,
+                Err(e) => {
+                    failed = Some(e);
+                    return;
                 }
             }
-            if !differences(
-                spec.sets[set].preset,
-                spec.sets[set].attributes,
-                &stored,
-                cur,
-            )
-            .is_empty()
-            {
-                prev.push((i, stored));
+        }
+        let same = head.as_ref().is_some_and(|h| h.path == cur.path);
+        let content = tracks_content(set) && cur.meta.kind == FileKind::File;
+        if !same {
+            if content {
+                pending.push((cur, set, None));
+            } else {
+                added.push((cur, set));
             }
             return;
         }
-        let p = stored.path.clone();
-        if !in_scope(&p) {
+        let Some(old) = head.take() else { return };
+        match stored.pull() {
+            Ok(n) => head = n,
+            Err(e) => {
+                failed = Some(e);
+                return;
+            }
+        }
+        let stamp_same = cur.meta.same_content_stamp(&old.meta);
+        if content && (opts.rehash_all || !stamp_same || !matches!(old.digest, Digest::Sha256(_))) {
+            pending.push((cur, set, Some(old)));
             return;
         }
-        if let Some(set) = spec.govern(&p) {
-            removed.push((set, stored));
-        }
-    };
-    let info = match &opts.only {
-        None => store.scan(|e| visit(e, &mut walk))?,
-        Some(only) => {
-            let mut stored = Vec::new();
-            for p in only {
-                stored.extend(store.under(p)?);
+        if content {
+            cur.digest = old.digest.clone();
+            cur.hashed_at = old.hashed_at;
+            cur.xattrs = old.xattrs;
+            if cur.digest == Digest::TooLarge {
+                metadata_only.push(cur.path.clone());
             }
-            stored.sort_by_key(|e| entry::key(&e.path));
-            stored.dedup_by(|a, b| a.path == b.path);
-            for e in stored {
-                visit(e, &mut walk);
-            }
-            store.info()?
         }
-    };
-    // Added entries get hashed too, so the finding can show their digest.
-    let added: Vec<usize> = (0..walk.entries.len()).filter(|i| !seen[*i]).collect();
-    for &i in &added {
-        if tracks_content(walk.sets[i]) && walk.entries[i].meta.kind == FileKind::File {
-            need_hash.push(i);
+        let set_ = &spec.sets[set];
+        if !differences(set_.preset, set_.attributes, &old, &cur).is_empty() {
+            modified.push((cur, set, old));
         }
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
-    need_hash.sort_unstable();
-    let hashed_bytes: u64 = need_hash.iter().map(|i| walk.entries[*i].meta.size).sum();
+    while let Some(h) = head.take() {
+        gone(h, &mut removed);
+        head = stored.pull()?;
+    }
+    let info = match stored {
+        Stored::All(it) => it.finish()?,
+        Stored::Some(_) => store.info()?,
+    };
+
+    // Read what must be read, on the hashing threads.
+    let mut currents: Vec<Entry> = Vec::with_capacity(pending.len());
+    let mut rest: Vec<(usize, Option<Entry>)> = Vec::with_capacity(pending.len());
+    for (c, set, old) in pending {
+        currents.push(c);
+        rest.push((set, old));
+    }
+    let which: Vec<usize> = (0..currents.len()).collect();
+    let hashed_bytes: u64 = currents.iter().map(|e| e.meta.size).sum();
     let budget = (opts.bytes_per_sec > 0).then(|| scan::Budget::new(opts.bytes_per_sec));
     let want_xattrs = spec.sets.iter().any(|s| s.attributes.has(Attr::Xattrs));
-    let now = crate::run::publish::now();
     scan::hash(
         host,
-        &mut walk.entries,
-        &need_hash,
+        &mut currents,
+        &which,
         HashOptions {
             threads: spec.limits.threads,
             max_bytes: spec.limits.max_hash_bytes,
@@ -195,81 +219,91 @@ pub fn verify(
         budget.as_ref(),
         None,
     );
-    for &i in &need_hash {
-        walk.entries[i].hashed_at = now;
-    }
-
+    let now = crate::run::publish::now();
     let mut out = Verification {
         store: Some(info.clone()),
-        entries: walk.entries.len(),
-        hashed: need_hash.len(),
+        entries: walk.count,
+        hashed: currents.len(),
         hashed_bytes,
         spec_changed: !info.spec.is_empty() && info.spec != spec.fingerprint(),
         ..Verification::default()
     };
-    for (i, stored) in prev {
-        let set = walk.sets[i];
-        let cur = &walk.entries[i];
-        let diffs = differences(
-            spec.sets[set].preset,
-            spec.sets[set].attributes,
-            &stored,
-            cur,
-        );
+    for (mut cur, (set, old)) in currents.into_iter().zip(rest) {
+        cur.hashed_at = now;
+        match &cur.digest {
+            Digest::TooLarge => metadata_only.push(cur.path.clone()),
+            Digest::Unread(r) => out.errors.push(ScanError {
+                path: cur.path.clone(),
+                reason: r.clone(),
+            }),
+            _ => {}
+        }
+        match old {
+            Some(old) => modified.push((cur, set, old)),
+            None => added.push((cur, set)),
+        }
+    }
+    for (cur, set, old) in modified {
+        let s = &spec.sets[set];
+        let diffs = differences(s.preset, s.attributes, &old, &cur);
         if !diffs.is_empty() {
             out.changes.push(Change {
                 path: cur.path.clone(),
                 kind: ChangeKind::Modified,
                 set,
                 attributes: diffs,
-                before: Some(stored),
-                after: Some(cur.clone()),
+                before: Some(old),
+                after: Some(cur),
             });
         }
     }
-    for i in added {
+    for (cur, set) in added {
         out.changes.push(Change {
-            path: walk.entries[i].path.clone(),
+            path: cur.path.clone(),
             kind: ChangeKind::Added,
-            set: walk.sets[i],
+            set,
             attributes: Vec::new(),
             before: None,
-            after: Some(walk.entries[i].clone()),
+            after: Some(cur),
         });
     }
-    for (set, stored) in removed {
-        if walk.truncated || under_error(&stored.path, &walk.errors) {
+    for (set, old) in removed {
+        if walk.truncated || walk.errors.iter().any(|e| old.path.starts_with(&e.path)) {
             continue; // not seen because the walk could not look, not because it is gone
         }
         out.changes.push(Change {
-            path: stored.path.clone(),
+            path: old.path.clone(),
             kind: ChangeKind::Removed,
             set,
             attributes: Vec::new(),
-            before: Some(stored),
+            before: Some(old),
             after: None,
         });
     }
-    out.changes.sort_by_key(|c| entry::key(&c.path));
-    out.metadata_only = walk
-        .entries
-        .iter()
-        .filter(|e| e.digest == Digest::TooLarge)
-        .map(|e| e.path.clone())
-        .collect();
-    for e in &walk.entries {
-        if let Digest::Unread(r) = &e.digest {
-            out.errors.push(ScanError {
-                path: e.path.clone(),
-                reason: r.clone(),
-            });
-        }
-    }
+    out.changes
+        .sort_by(|a, b| entry::cmp_paths(&a.path, &b.path));
+    metadata_only.sort();
+    out.metadata_only = metadata_only;
     out.errors.extend(walk.errors);
     out.dirs = walk.dirs;
     out.missing_roots = walk.missing_roots;
     out.truncated = walk.truncated;
     Ok(out)
+}
+
+/// The stored side of a verification.
+enum Stored {
+    All(Box<super::store::StoredIter>),
+    Some(std::vec::IntoIter<Entry>),
+}
+
+impl Stored {
+    fn pull(&mut self) -> Result<Option<Entry>, StoreError> {
+        match self {
+            Stored::All(it) => it.next_entry(),
+            Stored::Some(it) => Ok(it.next()),
+        }
+    }
 }
 
 /// The tracked attributes that differ between the stored and the current entry.
