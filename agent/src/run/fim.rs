@@ -441,7 +441,7 @@ impl FimWatcher {
                     self.watched.insert(dir);
                 }
                 Err(e) => {
-                    tracing::debug!(dir = %dir.display(), error = %e, "Not watching a directory.")
+                    tracing::warn!(dir = %dir.display(), error = %e, "Cannot watch a directory: its changes are found by the periodic re-verification only.")
                 }
             }
         }
