@@ -78,6 +78,19 @@ fn parse_attrs(s: &str) -> Result<nodedrift::files::AttrSet, String> {
     nodedrift::files::AttrSet::parse_list(s)
 }
 
+/// What the file-integrity commands work on.
+#[derive(Debug, clap::Args)]
+struct FimArgs {
+    #[command(flatten)]
+    host: HostArgs,
+    #[command(flatten)]
+    baseline: BaselineArgs,
+    #[command(flatten)]
+    state: StateArgs,
+    #[command(flatten)]
+    watch: WatchArgs,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Color {
     Auto,
@@ -179,13 +192,7 @@ enum BaselineCommand {
     /// every file and store the result in the state directory.
     Capture {
         #[command(flatten)]
-        host: HostArgs,
-        #[command(flatten)]
-        baseline: BaselineArgs,
-        #[command(flatten)]
-        state: StateArgs,
-        #[command(flatten)]
-        watch: WatchArgs,
+        fim: FimArgs,
         /// Replace an existing baseline (a damaged one is kept aside as evidence).
         #[arg(long)]
         force: bool,
@@ -202,13 +209,7 @@ enum BaselineCommand {
         #[arg(long, required = true)]
         reason: String,
         #[command(flatten)]
-        host: HostArgs,
-        #[command(flatten)]
-        baseline: BaselineArgs,
-        #[command(flatten)]
-        state: StateArgs,
-        #[command(flatten)]
-        watch: WatchArgs,
+        fim: FimArgs,
     },
 }
 
@@ -362,22 +363,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             print_out(&(serde_json::to_string_pretty(&facts.components)? + "\n"))?;
             Ok(0)
         }
-        Command::Baseline(BaselineCommand::Capture {
-            host,
-            baseline,
-            state,
-            watch,
-            force,
-            json,
-        }) => capture(host, baseline, state, watch, force, json),
-        Command::Baseline(BaselineCommand::Accept {
-            paths,
-            reason,
-            host,
-            baseline,
-            state,
-            watch,
-        }) => accept(paths, &reason, host, baseline, state, watch),
+        Command::Baseline(BaselineCommand::Capture { fim, force, json }) => {
+            capture(fim, force, json)
+        }
+        Command::Baseline(BaselineCommand::Accept { paths, reason, fim }) => {
+            accept(paths, &reason, fim)
+        }
         Command::Baseline(BaselineCommand::Validate { files, profile }) => {
             validate(&files, profile.as_deref())
         }
@@ -436,14 +427,13 @@ fn files_spec(
     Ok(spec)
 }
 
-fn capture(
-    host: HostArgs,
-    baseline: BaselineArgs,
-    state: StateArgs,
-    watch: WatchArgs,
-    force: bool,
-    json: bool,
-) -> anyhow::Result<u8> {
+fn capture(fim: FimArgs, force: bool, json: bool) -> anyhow::Result<u8> {
+    let FimArgs {
+        host,
+        baseline,
+        state,
+        watch,
+    } = fim;
     use nodedrift::files::{self, Store, StoreError};
     let host = HostRoot::new(&host.host_root)?;
     let spec = files_spec(&host, baseline, watch)?;
@@ -538,14 +528,13 @@ fn keep_aside(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn accept(
-    paths: Vec<PathBuf>,
-    reason: &str,
-    host: HostArgs,
-    baseline: BaselineArgs,
-    state: StateArgs,
-    watch: WatchArgs,
-) -> anyhow::Result<u8> {
+fn accept(paths: Vec<PathBuf>, reason: &str, fim: FimArgs) -> anyhow::Result<u8> {
+    let FimArgs {
+        host,
+        baseline,
+        state,
+        watch,
+    } = fim;
     use nodedrift::files::{self, AcceptError, Store};
     let host = HostRoot::new(&host.host_root)?;
     let spec = files_spec(&host, baseline, watch)?;

@@ -471,35 +471,18 @@ pub fn findings(
             });
         }
     }
-    for (i, set) in spec.sets.iter().enumerate() {
-        if set.preset == Preset::Ignore || failing[i] || unknown[i] {
-            continue;
-        }
-        out.push(Finding {
-            rule: set.rule_id(),
-            title: set.title.clone(),
-            component: COMPONENT.into(),
-            path: set
-                .patterns
-                .iter()
-                .map(|p| p.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
-            status: Status::Pass,
-            severity: set.severity,
-            expected: json!({"unchanged": true}),
-            actual: json!({"unchanged": true}),
-            reason: None,
-            evidence: Evidence {
-                file: None,
-                pid: None,
-                source: Some("file-integrity".into()),
-            },
-            policy: set.policy.clone(),
-            remediation: set.remediation.clone(),
-            detail: None,
-        });
-    }
+    let quiet: std::collections::BTreeSet<String> = spec
+        .sets
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !failing[*i] && !unknown[*i])
+        .map(|(_, s)| s.rule_id())
+        .collect();
+    out.extend(
+        pass_findings(spec)
+            .into_iter()
+            .filter(|f| quiet.contains(&f.rule)),
+    );
     out
 }
 

@@ -272,6 +272,34 @@ impl CaptureWriter<'_> {
     }
 }
 
+/// Opens with `open`, waiting up to [`LOCK_WAIT`] while another process holds the file; any
+/// other failure means the file is not a usable store.
+fn with_lock_wait<T>(
+    name: &str,
+    mut open: impl FnMut() -> Result<T, redb::DatabaseError>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    loop {
+        match open() {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Busy {
+                    path: name.to_owned(),
+                });
+            }
+            Err(e) => {
+                return Err(StoreError::Damaged {
+                    path: name.to_owned(),
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
 /// A pull iterator over the stored entries; see [`Store::iter`].
 pub struct StoredIter {
     name: String,
@@ -392,58 +420,25 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::NotCaptured { path: name });
         }
-        let started = Instant::now();
-        loop {
-            match Database::builder()
+        let db = with_lock_wait(&name, || {
+            Database::builder()
                 .set_cache_size(CACHE_BYTES)
                 .open_read_only(&path)
-            {
-                Ok(db) => {
-                    return Ok(Self {
-                        path,
-                        db: Db::Ro(db),
-                    });
-                }
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                    return Err(StoreError::Busy { path: name });
-                }
-                Err(e) => {
-                    return Err(StoreError::Damaged {
-                        path: name,
-                        detail: e.to_string(),
-                    });
-                }
-            }
-        }
+        })?;
+        Ok(Self {
+            path,
+            db: Db::Ro(db),
+        })
     }
 
     fn open_db(path: PathBuf) -> Result<Self, StoreError> {
         let name = path.display().to_string();
-        let started = Instant::now();
-        let db = loop {
-            let r = Database::builder()
+        let db = with_lock_wait(&name, || {
+            Database::builder()
                 .set_cache_size(CACHE_BYTES)
                 .set_check_integrity_on_open(true)
-                .create(&path);
-            match r {
-                Ok(db) => break db,
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                    return Err(StoreError::Busy { path: name });
-                }
-                Err(e) => {
-                    return Err(StoreError::Damaged {
-                        path: name,
-                        detail: e.to_string(),
-                    });
-                }
-            }
-        };
+                .create(&path)
+        })?;
         let s = Self {
             path,
             db: Db::Rw(db),
