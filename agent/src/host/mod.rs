@@ -264,30 +264,11 @@ impl HostRoot {
 
     /// Reads a regular file, failing with [`HostError::TooLarge`] beyond `limit` bytes.
     pub fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, HostError> {
-        let (pathfd, st) = self.open_path(path)?;
-        if st.kind != FileKind::File {
-            return Err(HostError::NotRegular {
-                path: display(path),
-                kind: st.kind,
-            });
-        }
+        let (fd, st) = self.open_regular(path)?;
         if st.size > limit {
             return Err(HostError::TooLarge {
                 path: display(path),
                 limit,
-            });
-        }
-        drop(pathfd);
-        let fd = self.resolve(
-            path,
-            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
-            true,
-        )?;
-        let again = fstat(fd.as_fd()).map_err(|e| HostError::from_errno(path, e))?;
-        if again.st_ino != st.ino || again.st_dev != st.dev {
-            return Err(HostError::Io {
-                path: display(path),
-                source: std::io::Error::other("replaced while being opened"),
             });
         }
         let mut buf = Vec::new();
@@ -307,11 +288,9 @@ impl HostRoot {
         Ok(buf)
     }
 
-    /// Reads at most the last `max` bytes of a regular file of any size (logs such as
-    /// `/var/log/wtmp` grow without bound). Returns the file offset the bytes start at, so a
-    /// caller parsing fixed-size records can realign. Same checks as [`HostRoot::read`]:
-    /// regular files only, resolved inside the root.
-    pub fn read_tail(&self, path: &Path, max: u64) -> Result<(u64, Vec<u8>), HostError> {
+    /// Opens a regular file for reading: the type is checked on an `O_PATH` fd first (so a
+    /// FIFO or device is never opened), and the file opened must be the one checked.
+    fn open_regular(&self, path: &Path) -> Result<(OwnedFd, FileMeta), HostError> {
         let (pathfd, st) = self.open_path(path)?;
         if st.kind != FileKind::File {
             return Err(HostError::NotRegular {
@@ -332,12 +311,20 @@ impl HostRoot {
                 source: std::io::Error::other("replaced while being opened"),
             });
         }
+        Ok((fd, st))
+    }
+
+    /// Reads at most the last `max` bytes of a regular file of any size (logs such as
+    /// `/var/log/wtmp` grow without bound). Returns the file offset the bytes start at, so a
+    /// caller parsing fixed-size records can realign. Same checks as [`HostRoot::read`]:
+    /// regular files only, resolved inside the root.
+    pub fn read_tail(&self, path: &Path, max: u64) -> Result<(u64, Vec<u8>), HostError> {
+        let (fd, st) = self.open_regular(path)?;
         let io = |source| HostError::Io {
             path: display(path),
             source,
         };
-        let size = u64::try_from(again.st_size).unwrap_or(0);
-        let start = size.saturating_sub(max);
+        let start = st.size.saturating_sub(max);
         let mut file = File::from(fd);
         file.seek(SeekFrom::Start(start)).map_err(io)?;
         let mut buf = Vec::new();
