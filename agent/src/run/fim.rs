@@ -356,6 +356,7 @@ impl FimWatcher {
     pub fn new(root: &Path, state_dir: &Path, triggers: Triggers) -> Result<Self, notify::Error> {
         let r = root.to_path_buf();
         let store_file = Store::file(state_dir);
+        let state = state_dir.to_path_buf();
         // Overflow re-verifications at most once a second: a re-verification opens the
         // watched directories, and inotify queues those opens too, so with a tiny queue
         // (fs.inotify.max_queued_events) one re-verification could overflow it again. A
@@ -398,6 +399,9 @@ impl FimWatcher {
             let paths: BTreeSet<PathBuf> = event
                 .paths
                 .iter()
+                // The state directory is watched for the store only (the ledger beside it is
+                // written on every evaluation).
+                .filter(|p| p.parent() != Some(state.as_path()))
                 .filter_map(|p| p.strip_prefix(&r).ok())
                 .map(|rel| Path::new("/").join(rel))
                 .collect();
