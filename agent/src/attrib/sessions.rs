@@ -387,7 +387,11 @@ pub fn ssh_sessions(host: &HostRoot) -> Vec<SshSession> {
 /// `USER@tty` process, or the `[priv]` monitor when it has no such child), joined with the
 /// logins open in wtmp. Sorted by sshd pid.
 pub fn scan_ssh_sessions(host: &HostRoot) -> SessionScan {
-    let table = ProcessTable::scan(host);
+    ssh_sessions_in(host, &ProcessTable::scan(host))
+}
+
+/// [`scan_ssh_sessions`] over a process table already scanned (a check scans `/proc` once).
+pub fn ssh_sessions_in(host: &HostRoot, table: &ProcessTable) -> SessionScan {
     let mut scan = SessionScan {
         proc_error: table.error.clone(),
         ..Default::default()

@@ -460,7 +460,7 @@ fn markers(ctx: &Context<'_>, defaults: &Result<String, HostError>, cf: &mut Com
     cf.set(&["azure", "markers"], json!(azure));
     // Interactive SSH sessions (sshd session processes joined with wtmp): the support policy
     // discourages logging in to nodes, and file changes are linked to the session that made them.
-    let sessions = crate::attrib::sessions::scan_ssh_sessions(host);
+    let sessions = crate::attrib::sessions::ssh_sessions_in(host, ctx.procs);
     match sessions.proc_error {
         Some(e) => cf.unknown(&["sshSessions"], format!("/proc: {e}")),
         None => cf.set(
