@@ -427,16 +427,16 @@ fn files_spec(
     Ok(spec)
 }
 
+/// The host, watch spec and state directory of a file-integrity command.
+fn open_fim(fim: FimArgs) -> anyhow::Result<(HostRoot, nodedrift::files::WatchSpec, StateArgs)> {
+    let host = HostRoot::new(&fim.host.host_root)?;
+    let spec = files_spec(&host, fim.baseline, fim.watch)?;
+    Ok((host, spec, fim.state))
+}
+
 fn capture(fim: FimArgs, force: bool, json: bool) -> anyhow::Result<u8> {
-    let FimArgs {
-        host,
-        baseline,
-        state,
-        watch,
-    } = fim;
     use nodedrift::files::{self, Store, StoreError};
-    let host = HostRoot::new(&host.host_root)?;
-    let spec = files_spec(&host, baseline, watch)?;
+    let (host, spec, state) = open_fim(fim)?;
     let file = Store::file(&state.state_dir);
     let store = match Store::open(&state.state_dir) {
         Ok(s) if s.is_captured()? && !force => {
@@ -529,15 +529,8 @@ fn keep_aside(file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn accept(paths: Vec<PathBuf>, reason: &str, fim: FimArgs) -> anyhow::Result<u8> {
-    let FimArgs {
-        host,
-        baseline,
-        state,
-        watch,
-    } = fim;
     use nodedrift::files::{self, AcceptError, Store};
-    let host = HostRoot::new(&host.host_root)?;
-    let spec = files_spec(&host, baseline, watch)?;
+    let (host, spec, state) = open_fim(fim)?;
     let store = Store::open(&state.state_dir)?;
     let uid = nix::unistd::getuid().as_raw();
     let by = std::env::var("SUDO_USER")

@@ -15,7 +15,7 @@ use crate::util::{check_json, prepared_host, with_status};
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Events the receiver accepted (answered 2xx), in arrival order.
-fn accepted(r: &Receiver) -> Vec<CloudEvent> {
+pub fn accepted(r: &Receiver) -> Vec<CloudEvent> {
     r.requests()
         .iter()
         .filter(|q| q.accepted())

@@ -9,19 +9,12 @@ use nix::sys::signal::Signal;
 use nodedrift::report::cloudevents::{CloudEvent, types};
 use serde_json::Value;
 
+use crate::delivery::accepted;
 use crate::http_sink::receiver::{Mode, Receiver};
 use crate::run::Agent;
 use crate::util::{nodedrift, prepared_host};
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn accepted(r: &Receiver) -> Vec<CloudEvent> {
-    r.requests()
-        .iter()
-        .filter(|q| q.accepted())
-        .flat_map(|q| q.events())
-        .collect()
-}
 
 /// The first `kind` event for `subject`, waiting for it.
 fn wait_event(r: &Receiver, kind: &str, subject: &str) -> CloudEvent {

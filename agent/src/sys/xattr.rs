@@ -37,37 +37,33 @@ pub fn list(fd: BorrowedFd<'_>) -> Result<Vec<Xattr>, Errno> {
 }
 
 fn names(fd: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {
-    let mut buf = vec![0u8; 1024];
-    loop {
+    grow(1024, |buf| {
         // SAFETY: `buf` is a live, writable allocation of `buf.len()` bytes for the whole
         // call; the kernel writes at most that many bytes.
-        let n =
-            unsafe { nix::libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            let n = usize::try_from(n).map_err(|_| Errno::EOVERFLOW)?;
-            buf.truncate(n.min(buf.len()));
-            return Ok(buf);
-        }
-        match Errno::last() {
-            Errno::ERANGE if buf.len() < MAX => buf.resize(buf.len() * 4, 0),
-            e => return Err(e),
-        }
-    }
+        unsafe { nix::libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
+    })
 }
 
 fn value(fd: BorrowedFd<'_>, name: &CString) -> Result<Vec<u8>, Errno> {
-    let mut buf = vec![0u8; 256];
-    loop {
+    grow(256, |buf| {
         // SAFETY: `name` is a NUL-terminated string and `buf` a live, writable allocation of
         // `buf.len()` bytes, both valid for the whole call.
-        let n = unsafe {
+        unsafe {
             nix::libc::fgetxattr(
                 fd.as_raw_fd(),
                 name.as_ptr(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
             )
-        };
+        }
+    })
+}
+
+/// Calls `call` with a buffer, growing it (up to [`MAX`]) while the kernel answers `ERANGE`.
+fn grow(start: usize, mut call: impl FnMut(&mut [u8]) -> isize) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; start];
+    loop {
+        let n = call(&mut buf);
         if n >= 0 {
             let n = usize::try_from(n).map_err(|_| Errno::EOVERFLOW)?;
             buf.truncate(n.min(buf.len()));
