@@ -157,6 +157,21 @@ enum Command {
     /// Validate or show baselines.
     #[command(subcommand)]
     Baseline(BaselineCommand),
+    /// Exit 0 when the node needs a reboot, 1 when it does not (kured's
+    /// `--reboot-sentinel-command` convention), 3 when it cannot tell; prints the reasons.
+    #[command(
+        after_help = "Exit codes: 0 reboot required, 1 not required, 3 cannot tell (treated as \"not required\" by kured), 64 bad usage, 70 internal error."
+    )]
+    RebootRequired {
+        #[command(flatten)]
+        host: HostArgs,
+        /// Print the reboot facts as JSON instead of a sentence.
+        #[arg(long)]
+        json: bool,
+        /// Print nothing; only the exit code answers.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,7 +251,9 @@ fn main() -> ExitCode {
             let usage = e
                 .downcast_ref::<CheckError>()
                 .is_some_and(CheckError::is_usage)
-                || e.downcast_ref::<baseline::BaselineError>().is_some();
+                || e.downcast_ref::<baseline::BaselineError>().is_some()
+                || e.downcast_ref::<nodedrift::host::HostError>()
+                    .is_some_and(|h| matches!(h, nodedrift::host::HostError::Root { .. }));
             let message = format!("nodedrift: error: {e:#}");
             eprintln!("{message}");
             termination_log(&message);
@@ -363,6 +380,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             print_out(&(serde_json::to_string_pretty(&facts.components)? + "\n"))?;
             Ok(0)
         }
+        Command::RebootRequired { host, json, quiet } => reboot_required(host, json, quiet),
         Command::Baseline(BaselineCommand::Capture { fim, force, json }) => {
             capture(fim, force, json)
         }
@@ -425,6 +443,78 @@ fn files_spec(
         )));
     }
     Ok(spec)
+}
+
+/// `nodedrift reboot-required`: the reboot inspector's judgement as an exit code.
+fn reboot_required(host: HostArgs, json: bool, quiet: bool) -> anyhow::Result<u8> {
+    use nodedrift::facts::Lookup;
+    let host = HostRoot::new(&host.host_root)?;
+    let facts = inspect::inspect(&host, &inspect::Options::default(), &["reboot"]);
+    let required = facts.get("reboot.required");
+    let code = match required {
+        Lookup::Found(serde_json::Value::Bool(true)) => 0,
+        Lookup::Found(serde_json::Value::Bool(false)) => 1,
+        _ => 3,
+    };
+    if quiet {
+        return Ok(code);
+    }
+    if json {
+        let v = facts
+            .components
+            .get("reboot")
+            .map(|c| serde_json::to_value(c).unwrap_or_default())
+            .unwrap_or_default();
+        print_out(&(serde_json::to_string_pretty(&v)? + "\n"))?;
+        return Ok(code);
+    }
+    let text = match (code, &required) {
+        (0, _) => {
+            let since = match facts.get("reboot.pendingSince") {
+                Lookup::Found(serde_json::Value::String(s)) => format!(" since {s}"),
+                _ => String::new(),
+            };
+            let mut out = format!("reboot required{since}\n");
+            if let Lookup::Found(serde_json::Value::Array(reasons)) = facts.get("reboot.reasons") {
+                for r in reasons {
+                    out.push_str(&format!("  {}\n", reboot_reason_line(r)));
+                }
+            }
+            out
+        }
+        (1, _) => "no reboot required\n".to_owned(),
+        (_, Lookup::Unknown(reason)) => {
+            format!("cannot tell whether a reboot is required: {reason}\n")
+        }
+        _ => "cannot tell whether a reboot is required\n".to_owned(),
+    };
+    print_out(&text)?;
+    Ok(code)
+}
+
+/// One reboot reason as a line: its kind and what the evidence says.
+fn reboot_reason_line(r: &serde_json::Value) -> String {
+    let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let mut line = s("reason").to_owned();
+    if !s("running").is_empty() {
+        line.push_str(&format!(
+            ": running {}, newest installed {}",
+            s("running"),
+            s("newestInstalled")
+        ));
+    }
+    if let Some(p) = r
+        .get("packages")
+        .and_then(|p| p.as_array())
+        .filter(|p| !p.is_empty())
+    {
+        let names: Vec<&str> = p.iter().filter_map(|x| x.as_str()).collect();
+        line.push_str(&format!(": {}", names.join(", ")));
+    }
+    if !s("file").is_empty() {
+        line.push_str(&format!(" ({})", s("file")));
+    }
+    line
 }
 
 /// The host, watch spec and state directory of a file-integrity command.

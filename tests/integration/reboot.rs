@@ -127,3 +127,71 @@ fn live_host_completes_quickly() {
     assert_eq!(f["kernel"]["running"], json!(running.trim()));
     assert!(f["deletedLibraries"]["scanned"].as_u64().unwrap() >= 1);
 }
+
+/// `nodedrift reboot-required` follows kured's sentinel-command convention: exit 0 when a
+/// reboot is required, 1 when not, 3 when it cannot tell (which kured treats as "not
+/// required"), 64 for a bad host root.
+#[test]
+fn reboot_required_subcommand_answers_with_its_exit_code() {
+    let run = |root: &std::path::Path, extra: &[&str]| {
+        let out = crate::util::run_bounded(
+            crate::util::nodedrift()
+                .arg("reboot-required")
+                .arg("--host-root")
+                .arg(root)
+                .args(extra),
+            30,
+        );
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = run(&crate::util::fixture_host("aks-ubuntu-drifted"), &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("reboot required since "), "{text}");
+    assert!(
+        text.contains("PackageUpdate: linux-image-5.15.0-1061-azure, libssl3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("KernelUpdate: running 5.15.0-1057-azure"),
+        "{text}"
+    );
+
+    let (code, text) = run(
+        &crate::util::fixture_host("azurelinux-kernel-mismatch"),
+        &[],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("KernelUpdate"), "{text}");
+
+    let (code, text) = run(&crate::util::fixture_host("aks-ubuntu-clean"), &[]);
+    assert_eq!((code, text.as_str()), (1, "no reboot required\n"));
+
+    let (code, text) = run(
+        &crate::util::fixture_host("aks-ubuntu-drifted"),
+        &["--quiet"],
+    );
+    assert_eq!((code, text.as_str()), (0, ""));
+
+    let (code, text) = run(
+        &crate::util::fixture_host("aks-ubuntu-drifted"),
+        &["--json"],
+    );
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["facts"]["required"], true, "{v}");
+
+    // No /proc, no /boot: it cannot tell, and says why.
+    let empty = tempfile::tempdir().unwrap();
+    let (code, text) = run(empty.path(), &[]);
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.starts_with("cannot tell whether a reboot is required: "),
+        "{text}"
+    );
+
+    let (code, _) = run(std::path::Path::new("/nonexistent/host"), &[]);
+    assert_eq!(code, 64);
+}
