@@ -694,10 +694,10 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// Parses a duration: one or more `<integer><unit>` parts, units `ms`, `s`, `m`, `h`
-/// (`500ms`, `30s`, `5m`, `1h30m`).
+/// Parses a duration: one or more `<integer><unit>` parts, units `ms`, `s`, `m`, `h`, `d`
+/// (`500ms`, `30s`, `5m`, `1h30m`, `7d`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration like 30s, 5m, 1h30m (units ms, s, m, h)");
+    let bad = || format!("{s:?} is not a duration like 30s, 5m, 1h30m, 7d (units ms, s, m, h, d)");
     let mut rest = s.trim();
     if rest.is_empty() {
         return Err(bad());
@@ -718,6 +718,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
             "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+            "d" => Duration::from_secs(n.checked_mul(86_400).ok_or_else(bad)?),
             _ => return Err(bad()),
         };
         total = total.checked_add(part).ok_or_else(bad)?;

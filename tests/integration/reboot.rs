@@ -195,3 +195,52 @@ fn reboot_required_subcommand_answers_with_its_exit_code() {
     let (code, _) = run(std::path::Path::new("/nonexistent/host"), &[]);
     assert_eq!(code, 64);
 }
+
+/// A pending reboot's severity rises with its age (the AKS profile: medium at once, high after
+/// 7 days, critical after 30), from `reboot.pendingSinceUnix`.
+#[test]
+fn pending_reboot_severity_rises_with_age() {
+    let host = crate::util::prepared_host("aks-ubuntu-drifted");
+    let age = |days: u64| {
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400 + 60);
+        // var/run is a symlink to /run, resolved inside the host root by the agent only.
+        for rel in ["run/reboot-required", "run/reboot-required.pkgs"] {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(host.path().join(rel))
+                .unwrap();
+            f.set_modified(t).unwrap();
+        }
+        for e in std::fs::read_dir(host.path().join("boot")).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&p)
+                    .unwrap()
+                    .set_modified(t)
+                    .unwrap();
+            }
+        }
+    };
+    let severity = |rule: &str| {
+        let (_, report) = crate::util::check_json(host.path(), &[]);
+        let f = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["rule"] == rule && f["status"] == "fail")
+            .cloned()
+            .unwrap_or_else(|| panic!("{rule} fails: {report}"));
+        f["severity"].as_str().unwrap().to_owned()
+    };
+    for (days, expected) in [(0, "medium"), (8, "high"), (31, "critical")] {
+        age(days);
+        assert_eq!(severity("reboot.not-pending"), expected, "{days} days");
+        assert_eq!(
+            severity("reboot.running-newest-kernel"),
+            expected,
+            "{days} days"
+        );
+    }
+}

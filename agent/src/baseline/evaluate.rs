@@ -109,6 +109,34 @@ fn condition(rule: &Rule, facts: &Facts, m: &Match<'_>) -> Condition {
     Condition::Holds
 }
 
+/// The severity of a failing finding of `rule`: its own, or the last escalation step whose age
+/// has passed (age from the `since` fact, a Unix time; an unknown or future time does not
+/// escalate).
+fn escalated(rule: &Rule, facts: &Facts) -> crate::baseline::Severity {
+    let Some((raw, steps)) = &rule.escalate else {
+        return rule.severity;
+    };
+    let since = match facts.get(&raw.since) {
+        Lookup::Found(v) => v.as_i64(),
+        _ => None,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let Some(age) = since
+        .and_then(|s| now.checked_sub(s))
+        .and_then(|a| u64::try_from(a).ok())
+    else {
+        return rule.severity;
+    };
+    steps
+        .iter()
+        .filter(|(after, _)| age >= after.as_secs())
+        .map(|(_, s)| *s)
+        .fold(rule.severity, |acc, s| acc.max(s))
+}
+
 fn finding(
     rule: &Rule,
     facts: &Facts,
@@ -122,8 +150,12 @@ fn finding(
         title: rule.title.clone(),
         component: rule.component.clone(),
         path: format_path(segments.iter().map(String::as_str)),
+        severity: if status == Status::Fail {
+            escalated(rule, facts)
+        } else {
+            rule.severity
+        },
         status,
-        severity: rule.severity,
         expected: serde_json::to_value(&rule.expect).unwrap_or(Value::Null),
         actual,
         reason,

@@ -61,6 +61,8 @@ pub struct Rule {
     pub remediation: Option<String>,
     /// The layers that defined and patched this rule, in order.
     pub sources: Vec<String>,
+    /// Severity rising with age, steps sorted by `after` (parsed).
+    pub escalate: Option<(model::Escalation, Vec<(std::time::Duration, Severity)>)>,
 }
 
 impl Rule {
@@ -76,6 +78,7 @@ impl Rule {
             policy: Some(self.policy.clone()),
             remediation: self.remediation.clone(),
             disabled: None,
+            escalate: self.escalate.as_ref().map(|(raw, _)| raw.clone()),
         }
     }
 }
@@ -219,6 +222,27 @@ impl Baseline {
                 "must name the support-policy clause the rule protects".into(),
             ));
         }
+        let escalate = raw
+            .escalate
+            .as_ref()
+            .map(|e| {
+                FactPath::parse(&e.since).map_err(|err| ("escalate", format!("since: {err}")))?;
+                let mut steps = e
+                    .steps
+                    .iter()
+                    .map(|st| {
+                        crate::config::parse_duration(&st.after)
+                            .map(|d| (d, st.severity))
+                            .map_err(|m| ("escalate", format!("after: {m}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if steps.is_empty() {
+                    return Err(("escalate", "needs at least one step".to_owned()));
+                }
+                steps.sort_by_key(|(d, _)| *d);
+                Ok((e.clone(), steps))
+            })
+            .transpose()?;
         if let Some(i) = self.rules.iter().position(|r| r.id == raw.id) {
             if raw.disabled == Some(true) {
                 self.rules.remove(i);
@@ -248,6 +272,9 @@ impl Baseline {
             }
             if let Some(m) = &raw.remediation {
                 r.remediation = Some(m.clone());
+            }
+            if let Some(e) = escalate {
+                r.escalate = Some(e);
             }
             r.sources.push(file.to_owned());
             return Ok(());
@@ -281,6 +308,7 @@ impl Baseline {
             policy: raw.policy.clone().ok_or_else(|| missing("policy"))?,
             remediation: raw.remediation.clone(),
             sources: vec![file.to_owned()],
+            escalate,
         });
         Ok(())
     }

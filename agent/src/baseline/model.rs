@@ -84,6 +84,28 @@ pub struct RawRule {
     pub remediation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+    /// Severity that rises with the age of the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate: Option<Escalation>,
+}
+
+/// Severity rising with age: `since` names a fact holding the Unix time the condition started
+/// (e.g. `reboot.pendingSinceUnix`); a failing finding takes the severity of the last step
+/// whose `after` has passed.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Escalation {
+    pub since: String,
+    pub steps: Vec<EscalationStep>,
+}
+
+/// One step of an [`Escalation`].
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EscalationStep {
+    /// A duration: `7d`, `12h`.
+    pub after: String,
+    pub severity: Severity,
 }
 
 /// What the value at a rule's path must satisfy: exactly one field is set. A struct rather

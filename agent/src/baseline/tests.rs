@@ -218,3 +218,22 @@ fn sysctl_keys_come_from_plain_and_quoted_paths() {
         vec!["net.ipv4.ip_forward", "net/ipv4/conf/eth0.100/forwarding"]
     );
 }
+
+#[test]
+fn escalation_steps_are_checked() {
+    let doc = |after: &str, since: &str| {
+        format!(
+            "apiVersion: nodedrift.dev/v1\nkind: Baseline\nrules:\n  - id: x.y\n    path: kubelet.config.readOnlyPort\n    expect: {{ equals: 0 }}\n    severity: low\n    policy: p\n    escalate:\n      since: {since}\n      steps:\n        - {{ after: {after}, severity: high }}\n"
+        )
+    };
+    let e = err(&doc("7w", "reboot.pendingSinceUnix")).to_string();
+    assert!(e.contains("escalate") && e.contains("7w"), "{e}");
+    let e = err(&doc("7d", "reboot..x")).to_string();
+    assert!(e.contains("escalate") && e.contains("since"), "{e}");
+    let mut b = base();
+    b.apply_text("ok.yaml", &doc("1d12h", "reboot.pendingSinceUnix"))
+        .unwrap();
+    let r = b.rules.iter().find(|r| r.id == "x.y").unwrap();
+    let steps = &r.escalate.as_ref().unwrap().1;
+    assert_eq!(steps[0].0, std::time::Duration::from_secs(36 * 3600));
+}

@@ -242,13 +242,14 @@ fn parse_duration_forms() {
     assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
     assert_eq!(parse_duration("1m500ms"), Ok(Duration::from_millis(60_500)));
     assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
     for bad in [
         "",
         "5",
         "s",
         "1.5s",
         "5 m",
-        "5d",
+        "5w",
         "99999999999999999999s",
         "1h-1m",
     ] {
