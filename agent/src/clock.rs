@@ -2,6 +2,14 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Unix seconds now (0 before 1970).
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// `2026-11-22T02:42:51Z` for a time (seconds precision; times before 1970 clamp to it).
 pub fn rfc3339(t: SystemTime) -> String {
     let secs = t

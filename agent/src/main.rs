@@ -612,7 +612,7 @@ fn capture(fim: FimArgs, force: bool, json: bool) -> anyhow::Result<u8> {
 
 /// Moves a store that cannot be trusted out of the way, keeping it as evidence.
 fn keep_aside(file: &std::path::Path) -> anyhow::Result<()> {
-    let aside = file.with_extension(format!("redb.damaged-{}", nodedrift::run::publish::now()));
+    let aside = file.with_extension(format!("redb.damaged-{}", nodedrift::clock::unix_now()));
     std::fs::rename(file, &aside).with_context(|| format!("moving {} aside", file.display()))?;
     eprintln!("nodedrift: kept the damaged store as {}", aside.display());
     Ok(())

@@ -120,10 +120,7 @@ fn escalated(rule: &Rule, facts: &Facts) -> crate::baseline::Severity {
         Lookup::Found(v) => v.as_i64(),
         _ => None,
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = crate::clock::unix_now();
     let Some(age) = since
         .and_then(|s| now.checked_sub(s))
         .and_then(|a| u64::try_from(a).ok())

@@ -73,7 +73,7 @@ pub fn capture(
         want_xattrs,
         keep_text_below: spec.limits.max_diff_bytes,
     };
-    let now = crate::run::publish::now();
+    let now = crate::clock::unix_now();
     let root = host.root().to_string_lossy().into_owned();
     let done = std::sync::atomic::AtomicBool::new(false);
     let mut report = CaptureReport {

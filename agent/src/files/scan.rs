@@ -53,16 +53,6 @@ pub struct Walk {
     pub count: usize,
 }
 
-impl Walk {
-    /// The index of `path` in `entries`.
-    pub fn find(&self, path: &Path) -> Option<usize> {
-        let k = super::entry::key(path);
-        self.entries
-            .binary_search_by(|e| super::entry::key(&e.path).cmp(&k))
-            .ok()
-    }
-}
-
 /// Walks every root of `spec` (or only `only`, host paths and everything below them, when
 /// given: a realtime event or `baseline accept` names the paths it concerns) and collects the
 /// entries, in store-key order.

@@ -516,26 +516,6 @@ impl Store {
         tx.commit().map_err(|e| self.storage(e))
     }
 
-    /// Replaces the whole baseline with `entries` (sorted by key) in one transaction.
-    pub fn capture(
-        &self,
-        entries: &[Entry],
-        content: &[(PathBuf, Vec<u8>)],
-        spec: &str,
-        host_root: &str,
-        now: i64,
-    ) -> Result<StoreInfo, StoreError> {
-        self.capture_with(spec, host_root, now, |w| {
-            for e in entries {
-                w.put(e)?;
-            }
-            for (p, bytes) in content {
-                w.put_content(p, bytes)?;
-            }
-            Ok(())
-        })
-    }
-
     /// Replaces the whole baseline with what `fill` writes, in one transaction: a crash or an
     /// error leaves the previous baseline as it was.
     pub fn capture_with(
@@ -653,33 +633,11 @@ impl Store {
     /// [`StoreError::Tampered`] (after the stream) when it does not match the recorded one, and
     /// with [`StoreError::Damaged`] on an undecodable entry.
     pub fn scan(&self, mut f: impl FnMut(Entry)) -> Result<StoreInfo, StoreError> {
-        let tx = self.db.read().map_err(|e| self.storage(e))?;
-        let t = tx.open_table(ENTRIES).map_err(|e| self.storage(e))?;
-        let mut digest = SetDigest::default();
-        let mut n = 0u64;
-        for item in t.iter().map_err(|e| self.storage(e))? {
-            let (k, v) = item.map_err(|e| self.storage(e))?;
-            let (k, v) = (k.value(), v.value());
-            digest.add(k, v);
-            n += 1;
-            let Some(e) = Entry::decode(entry::path_of(k), v) else {
-                return Err(StoreError::Damaged {
-                    path: self.name(),
-                    detail: format!("entry {} cannot be decoded", entry::path_of(k).display()),
-                });
-            };
+        let mut it = self.iter()?;
+        while let Some(e) = it.next_entry()? {
             f(e);
         }
-        drop(t);
-        let info = self.info_in(&tx)?;
-        if info.digest != digest.hex() || info.entries != n {
-            return Err(StoreError::Tampered {
-                path: self.name(),
-                recorded: info.digest,
-                computed: digest.hex(),
-            });
-        }
-        Ok(info)
+        it.finish()
     }
 
     /// Every stored entry in key order, pulled one at a time (the verification merges them

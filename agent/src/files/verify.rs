@@ -219,7 +219,7 @@ pub fn verify(
         budget.as_ref(),
         None,
     );
-    let now = crate::run::publish::now();
+    let now = crate::clock::unix_now();
     let mut out = Verification {
         store: Some(info.clone()),
         entries: walk.count,

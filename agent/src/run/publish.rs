@@ -66,13 +66,7 @@ struct Recorded {
     packages: Vec<String>,
 }
 
-/// Unix seconds now.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_now as now;
 
 impl Publisher {
     pub fn new(
