@@ -123,6 +123,9 @@ pub struct CheckReport {
     pub findings: Vec<Finding>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file_integrity: Option<FileIntegrity>,
+    /// Whether a reboot (or a service restart) is pending, since when and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<crate::inspect::reboot::RebootSummary>,
     #[serde(skip)]
     pub facts: Facts,
     #[serde(skip)]
@@ -214,6 +217,7 @@ pub fn run(opts: &CheckOptions) -> Result<CheckReport, CheckError> {
         summary: Summary::of(&findings),
         findings,
         file_integrity,
+        reboot: crate::inspect::reboot::RebootSummary::of(&facts),
         facts,
         duration: started.elapsed(),
         warnings: baseline.warnings,

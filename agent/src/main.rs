@@ -447,14 +447,13 @@ fn files_spec(
 
 /// `nodedrift reboot-required`: the reboot inspector's judgement as an exit code.
 fn reboot_required(host: HostArgs, json: bool, quiet: bool) -> anyhow::Result<u8> {
-    use nodedrift::facts::Lookup;
     let host = HostRoot::new(&host.host_root)?;
     let facts = inspect::inspect(&host, &inspect::Options::default(), &["reboot"]);
-    let required = facts.get("reboot.required");
-    let code = match required {
-        Lookup::Found(serde_json::Value::Bool(true)) => 0,
-        Lookup::Found(serde_json::Value::Bool(false)) => 1,
-        _ => 3,
+    let summary = inspect::reboot::RebootSummary::of(&facts).unwrap_or_default();
+    let code = match summary.required {
+        Some(true) => 0,
+        Some(false) => 1,
+        None => 3,
     };
     if quiet {
         return Ok(code);
@@ -468,53 +467,8 @@ fn reboot_required(host: HostArgs, json: bool, quiet: bool) -> anyhow::Result<u8
         print_out(&(serde_json::to_string_pretty(&v)? + "\n"))?;
         return Ok(code);
     }
-    let text = match (code, &required) {
-        (0, _) => {
-            let since = match facts.get("reboot.pendingSince") {
-                Lookup::Found(serde_json::Value::String(s)) => format!(" since {s}"),
-                _ => String::new(),
-            };
-            let mut out = format!("reboot required{since}\n");
-            if let Lookup::Found(serde_json::Value::Array(reasons)) = facts.get("reboot.reasons") {
-                for r in reasons {
-                    out.push_str(&format!("  {}\n", reboot_reason_line(r)));
-                }
-            }
-            out
-        }
-        (1, _) => "no reboot required\n".to_owned(),
-        (_, Lookup::Unknown(reason)) => {
-            format!("cannot tell whether a reboot is required: {reason}\n")
-        }
-        _ => "cannot tell whether a reboot is required\n".to_owned(),
-    };
-    print_out(&text)?;
+    print_out(&(summary.lines().join("\n") + "\n"))?;
     Ok(code)
-}
-
-/// One reboot reason as a line: its kind and what the evidence says.
-fn reboot_reason_line(r: &serde_json::Value) -> String {
-    let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("");
-    let mut line = s("reason").to_owned();
-    if !s("running").is_empty() {
-        line.push_str(&format!(
-            ": running {}, newest installed {}",
-            s("running"),
-            s("newestInstalled")
-        ));
-    }
-    if let Some(p) = r
-        .get("packages")
-        .and_then(|p| p.as_array())
-        .filter(|p| !p.is_empty())
-    {
-        let names: Vec<&str> = p.iter().filter_map(|x| x.as_str()).collect();
-        line.push_str(&format!(": {}", names.join(", ")));
-    }
-    if !s("file").is_empty() {
-        line.push_str(&format!(" ({})", s("file")));
-    }
-    line
 }
 
 /// The host, watch spec and state directory of a file-integrity command.

@@ -95,12 +95,13 @@ fn processes_mapping_deleted_libraries_need_a_restart_not_a_reboot() {
          7f01-7f02 r-xp 00000000 08:01 6    /usr/lib/x86_64-linux-gnu/libcrypto.so.3 (deleted)\n\
          garbage\n",
     );
+    w("proc/1450/cgroup", "0::/system.slice/containerd.service\n");
     // Listed in /proc but gone before its maps are read.
     w("proc/1451/cmdline", "/bin/true\0");
     let f = facts(dir.path());
     assert_eq!(
         f["deletedLibraries"]["processes"],
-        json!([{"pid": 1450, "program": "containerd-shim-runc-v2",
+        json!([{"pid": 1450, "program": "containerd-shim-runc-v2", "unit": "containerd.service",
                 "libraries": ["/usr/lib/x86_64-linux-gnu/libcrypto.so.3", "/usr/lib/x86_64-linux-gnu/libssl.so.3"]}])
     );
     assert_eq!(f["deletedLibraries"]["count"], json!(1));
@@ -110,8 +111,58 @@ fn processes_mapping_deleted_libraries_need_a_restart_not_a_reboot() {
     assert_eq!(f["required"], json!(false));
     assert_eq!(
         f["reasons"],
-        json!([{"reason": "LibrariesReplaced", "processes": 1}])
+        json!([{"reason": "ServicesNeedRestart", "action": "restart", "processes": 1,
+                "services": ["containerd.service"]}])
     );
+}
+
+/// RPM-based hosts write no marker: glibc and openssl replaced after boot (the
+/// `needs-restarting -r` criteria) ask for a reboot, and name the components.
+#[test]
+fn azure_linux_with_core_libraries_replaced_since_boot_needs_a_reboot() {
+    let dir = prepared_host("azurelinux-kernel-mismatch");
+    let root = dir.path();
+    // Running the newest kernel: only the libraries are a reason.
+    std::fs::write(root.join("proc/sys/kernel/osrelease"), "6.6.57.1-2.azl3\n").unwrap();
+    for lib in ["usr/lib/libc.so.6", "usr/lib/libssl.so.3"] {
+        std::fs::create_dir_all(root.join(lib).parent().unwrap()).unwrap();
+        std::fs::write(root.join(lib), "\x7fELF").unwrap();
+    }
+    let installed = std::fs::metadata(root.join("usr/lib/libc.so.6"))
+        .unwrap()
+        .ctime();
+    let boot =
+        |t: i64| std::fs::write(root.join("proc/stat"), format!("cpu 0\nbtime {t}\n")).unwrap();
+
+    boot(installed + 60);
+    let f = facts(root);
+    assert_eq!(f["required"], json!(false), "{f:#}");
+    assert_eq!(f["coreReplaced"]["count"], json!(0));
+
+    boot(installed - 86_400);
+    let f = facts(root);
+    assert_eq!(f["required"], json!(true), "{f:#}");
+    let r = &f["reasons"][0];
+    assert_eq!(r["reason"], json!("LibrariesReplaced"));
+    assert_eq!(r["packages"], json!(["glibc", "openssl"]));
+
+    // The subcommand orchestrators run says so, with the components.
+    let out = crate::util::run(&["reboot-required", "--host-root", root.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("LibrariesReplaced: glibc, openssl"), "{text}");
+}
+
+#[test]
+fn suse_marker_needs_a_reboot() {
+    let dir = prepared_host("kubeadm");
+    // var/run is a symlink to /run, resolved inside the host root.
+    std::fs::create_dir_all(dir.path().join("run")).unwrap();
+    std::fs::write(dir.path().join("run/reboot-needed"), "").unwrap();
+    let f = facts(dir.path());
+    assert_eq!(f["required"], json!(true), "{f:#}");
+    assert_eq!(f["reasons"][0]["reason"], json!("SuseRebootNeeded"));
+    assert_eq!(f["markers"]["suse"]["exists"], json!(true));
 }
 
 #[test]
@@ -243,4 +294,44 @@ fn pending_reboot_severity_rises_with_age() {
             "{days} days"
         );
     }
+}
+
+/// `check` shows the reboot state in its table (a `reboot state` block) and its JSON (`reboot`).
+#[test]
+fn check_reports_the_reboot_state_in_table_and_json() {
+    let root = fixture_host("aks-ubuntu-drifted");
+    let (_, report) = crate::util::check_json(&root, &[]);
+    let r = &report["reboot"];
+    assert_eq!(r["required"], json!(true), "{r:#}");
+    assert_eq!(
+        r["packages"],
+        json!(["linux-image-5.15.0-1061-azure", "libssl3"])
+    );
+    let kinds: Vec<&str> = r["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["PackageUpdate", "KernelUpdate"]);
+    assert!(r["pendingSince"].as_str().unwrap().ends_with('Z'));
+
+    let out = crate::util::run(&["check", "--host-root", root.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let block = text
+        .split("\nreboot state\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("a reboot block: {text}"));
+    assert!(block.starts_with("  reboot required since "), "{block}");
+    assert!(
+        block.contains("PackageUpdate: linux-image-5.15.0-1061-azure, libssl3"),
+        "{block}"
+    );
+
+    // A clean node's table has no reboot block; its JSON says "not required".
+    let clean = fixture_host("aks-ubuntu-clean");
+    let (_, report) = crate::util::check_json(&clean, &[]);
+    assert_eq!(report["reboot"]["required"], json!(false));
+    let out = crate::util::run(&["check", "--host-root", clean.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("reboot state"));
 }

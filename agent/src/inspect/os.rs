@@ -46,7 +46,7 @@ pub(crate) const OSRELEASE: &str = "/proc/sys/kernel/osrelease";
 pub(crate) const PROC_VERSION: &str = "/proc/version";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const UPTIME: &str = "/proc/uptime";
-const PROC_STAT: &str = "/proc/stat";
+pub(crate) const PROC_STAT: &str = "/proc/stat";
 const KUBELET_DEFAULTS: &str = "/etc/default/kubelet";
 const NODE_IMAGE_LABEL: &str = "kubernetes.azure.com/node-image-version";
 
@@ -183,6 +183,16 @@ fn parse_uptime(s: &str) -> Result<f64, String> {
             truncate(s, 64)
         )),
     }
+}
+
+/// When the running kernel booted (Unix seconds): `btime` of `/proc/stat`.
+pub(crate) fn boot_time(host: &HostRoot) -> Result<i64, String> {
+    // /proc/stat grows with the CPU count and interrupt lines; the default bound covers
+    // thousands of CPUs.
+    let b = host
+        .read(Path::new(PROC_STAT), host::DEFAULT_READ_LIMIT)
+        .map_err(|e| e.to_string())?;
+    parse_btime(&String::from_utf8_lossy(&b))
 }
 
 /// The `btime` line of `/proc/stat`.
@@ -344,30 +354,22 @@ fn boot(host: &HostRoot, cf: &mut ComponentFacts) {
         },
         Err(e) => cf.unknown(&["uptimeSeconds"], e),
     }
-    // /proc/stat grows with the CPU count and interrupt lines; the default bound covers
-    // thousands of CPUs.
-    match host.read(Path::new(PROC_STAT), host::DEFAULT_READ_LIMIT) {
-        Ok(b) => match parse_btime(&String::from_utf8_lossy(&b)) {
-            Ok(t) => {
-                cf.set(&["bootTime"], crate::clock::rfc3339_secs(t));
-                cf.set(&["bootTimeUnix"], t);
-                cf.evidence(
-                    &["bootTime"],
-                    Evidence::file(PROC_STAT).with_source("runtime"),
-                );
-                cf.evidence(
-                    &["bootTimeUnix"],
-                    Evidence::file(PROC_STAT).with_source("runtime"),
-                );
-            }
-            Err(r) => {
-                cf.unknown(&["bootTime"], &r);
-                cf.unknown(&["bootTimeUnix"], &r);
-            }
-        },
-        Err(e) => {
-            cf.unknown(&["bootTime"], &e);
-            cf.unknown(&["bootTimeUnix"], &e);
+    match boot_time(host) {
+        Ok(t) => {
+            cf.set(&["bootTime"], crate::clock::rfc3339_secs(t));
+            cf.set(&["bootTimeUnix"], t);
+            cf.evidence(
+                &["bootTime"],
+                Evidence::file(PROC_STAT).with_source("runtime"),
+            );
+            cf.evidence(
+                &["bootTimeUnix"],
+                Evidence::file(PROC_STAT).with_source("runtime"),
+            );
+        }
+        Err(r) => {
+            cf.unknown(&["bootTime"], &r);
+            cf.unknown(&["bootTimeUnix"], &r);
         }
     }
 }

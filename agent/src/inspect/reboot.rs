@@ -10,17 +10,32 @@
 //! * **SuseRebootNeeded**: zypper's `/var/run/reboot-needed`.
 //! * **KernelUpdate**: the running kernel (`/proc/sys/kernel/osrelease`) is older than the
 //!   newest installed one (`/boot/vmlinuz-<release>`, or `/lib/modules/<release>` holding a
-//!   kernel image or `modules.dep`; bare leftover module directories do not count). This is
-//!   the only signal on RPM-based distributions (Azure Linux, RHEL), which write no marker;
-//!   on Debian-family hosts it agrees with the marker. Releases compare with `rpmvercmp`.
-//! * **LibrariesReplaced**: processes still mapping deleted shared libraries. That calls for
-//!   restarting those processes, not necessarily a reboot, so it sets `restartRequired`, not
-//!   `required`.
+//!   kernel image or `modules.dep`; bare leftover module directories do not count). RPM-based
+//!   distributions (Azure Linux, RHEL, Fedora) write no marker, so this and the next signal
+//!   are theirs; on Debian-family hosts it agrees with the marker. Releases compare with
+//!   `rpmvercmp`.
+//! * **LibrariesReplaced**: core libraries and daemons (glibc, systemd, udev, openssl, gnutls,
+//!   dbus) replaced since boot, the `needs-restarting -r` criteria (see [`core`]).
 //!
-//! `since` is the marker's modification time (for a kernel, the newest kernel's file), in
-//! RFC 3339 and Unix seconds; `pendingSince` is the earliest of them.
+//! Those four make `required` true (each reason has `"action": "reboot"`). Two more signals
+//! are reported as reasons without requiring a reboot:
+//!
+//! * **ServicesNeedRestart** (`"action": "restart"`): processes still mapping deleted shared
+//!   libraries, with their systemd units: restarting those services applies the update. It
+//!   sets `restartRequired`.
+//! * **LivePatchPending** (`"action": "wait"`): a kernel live patch still in transition (see
+//!   [`livepatch`]); `livePatch.pending`.
+//!
+//! `since` is when each reason's evidence appeared: a marker's modification time (markers
+//! are written when the need arises), an installed file's change time (its install time:
+//! package managers copy modification times from the package, not change times). Times in
+//! the future are not trusted. `pendingSince` is the earliest of the reboot reasons'; the
+//! daemon's ledger keeps the earliest it has seen across restarts.
 
+mod core;
+mod livepatch;
 mod maps;
+mod summary;
 mod version;
 
 use std::collections::BTreeMap;
@@ -28,13 +43,14 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+pub use summary::RebootSummary;
 pub use version::rpmvercmp;
 
 use crate::facts::{ComponentFacts, Evidence};
 use crate::host::{self, FileKind, HostError, HostRoot};
 
 use super::Context;
-use super::os::running_kernel;
+use super::os::{self, running_kernel};
 use crate::clock::rfc3339_secs as rfc3339;
 
 pub const NAME: &str = "reboot";
@@ -43,6 +59,10 @@ const DEBIAN_MARKER: &str = "/var/run/reboot-required";
 const DEBIAN_PACKAGES: &str = "/var/run/reboot-required.pkgs";
 const SUSE_MARKER: &str = "/var/run/reboot-needed";
 const BOOT: &str = "/boot";
+/// What a reason asks of the operator (`action`).
+const REBOOT: &str = "reboot";
+const RESTART: &str = "restart";
+const WAIT: &str = "wait";
 const MODULES: &str = "/lib/modules";
 
 /// The package list is a line per package.
@@ -97,7 +117,8 @@ struct Kernel {
     release: String,
     /// The file that shows it is installed.
     file: String,
-    mtime: i64,
+    /// Its change time: when it was installed.
+    installed: i64,
 }
 
 /// Kernels installed under /boot and /lib/modules, newest first. Errors other than a missing
@@ -105,7 +126,7 @@ struct Kernel {
 fn installed_kernels(host: &HostRoot) -> (Vec<Kernel>, Vec<String>) {
     let mut found: BTreeMap<String, Kernel> = BTreeMap::new();
     let mut errors = Vec::new();
-    let is_file = |p: &Path| host.stat(p).map(|m| (m.kind == FileKind::File, m.mtime));
+    let is_file = |p: &Path| host.stat(p).map(|m| (m.kind == FileKind::File, m.ctime));
     match host.read_dir(Path::new(BOOT), KERNEL_DIR_LIMIT) {
         Ok(entries) => {
             for e in entries {
@@ -117,13 +138,13 @@ fn installed_kernels(host: &HostRoot) -> (Vec<Kernel>, Vec<String>) {
                     continue;
                 }
                 let path = Path::new(BOOT).join(&e.name);
-                if let Ok((true, mtime)) = is_file(&path) {
+                if let Ok((true, installed)) = is_file(&path) {
                     found.insert(
                         release.to_owned(),
                         Kernel {
                             release: release.to_owned(),
                             file: host::display(&path),
-                            mtime,
+                            installed,
                         },
                     );
                 }
@@ -146,16 +167,16 @@ fn installed_kernels(host: &HostRoot) -> (Vec<Kernel>, Vec<String>) {
                     .iter()
                     .map(|f| dir.join(f))
                     .find_map(|p| match is_file(&p) {
-                        Ok((true, mtime)) => Some((p, mtime)),
+                        Ok((true, installed)) => Some((p, installed)),
                         _ => None,
                     });
-                if let Some((path, mtime)) = evidence {
+                if let Some((path, installed)) = evidence {
                     found.insert(
                         release.to_owned(),
                         Kernel {
                             release: release.to_owned(),
                             file: host::display(&path),
-                            mtime,
+                            installed,
                         },
                     );
                 }
@@ -183,6 +204,7 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
         debian(host, &mut cf),
         suse(host, &mut cf),
         kernel(host, &mut cf),
+        core_libraries(host, &mut cf),
     ];
 
     let mut reasons: Vec<Value> = Vec::new();
@@ -203,7 +225,10 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
     }
     if !reasons.is_empty() {
         cf.set(&["required"], true);
-        if let Some(file) = reasons[0]["file"].as_str() {
+        if let Some(file) = reasons[0]["file"]
+            .as_str()
+            .or_else(|| reasons[0]["files"][0]["file"].as_str())
+        {
             cf.evidence(&["required"], Evidence::file(file).with_source("marker"));
         }
     } else if unknown.is_empty() {
@@ -223,6 +248,9 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
         }
         Signal::Absent => cf.set(&["restartRequired"], false),
         Signal::Unknown(r) => cf.unknown(&["restartRequired"], r),
+    }
+    if let Signal::Present { reason, .. } = live_patch(host, &mut cf) {
+        reasons.push(reason);
     }
     cf.set(&["reasons"], Value::Array(reasons));
     cf
@@ -261,7 +289,7 @@ fn debian(host: &HostRoot, cf: &mut ComponentFacts) -> Signal {
     );
     Signal::Present {
         reason: with_since(
-            json!({"reason": "PackageUpdate", "file": DEBIAN_MARKER, "packages": packages}),
+            json!({"reason": "PackageUpdate", "action": REBOOT, "file": DEBIAN_MARKER, "packages": packages}),
             m.mtime,
         ),
         since: m.mtime,
@@ -281,7 +309,7 @@ fn suse(host: &HostRoot, cf: &mut ComponentFacts) -> Signal {
             );
             Signal::Present {
                 reason: with_since(
-                    json!({"reason": "SuseRebootNeeded", "file": SUSE_MARKER}),
+                    json!({"reason": "SuseRebootNeeded", "action": REBOOT, "file": SUSE_MARKER}),
                     m.mtime,
                 ),
                 since: m.mtime,
@@ -346,14 +374,17 @@ fn kernel(host: &HostRoot, cf: &mut ComponentFacts) -> Signal {
                 Evidence::file(file).with_source("runtime"),
             );
             if mismatch {
-                cf.set(&["kernel", "newestInstalledSince"], rfc3339(newest.mtime));
+                cf.set(
+                    &["kernel", "newestInstalledSince"],
+                    rfc3339(newest.installed),
+                );
                 Signal::Present {
                     reason: with_since(
-                        json!({"reason": "KernelUpdate", "running": running,
+                        json!({"reason": "KernelUpdate", "action": REBOOT, "running": running,
                                "newestInstalled": newest.release, "file": newest.file}),
-                        Some(newest.mtime),
+                        Some(newest.installed),
                     ),
-                    since: Some(newest.mtime),
+                    since: Some(newest.installed),
                 }
             } else {
                 Signal::Absent
@@ -361,6 +392,100 @@ fn kernel(host: &HostRoot, cf: &mut ComponentFacts) -> Signal {
         }
         (Err(r), _) | (_, Err(r)) => {
             cf.unknown(&["kernel", "mismatch"], &r);
+            Signal::Unknown(r)
+        }
+    }
+}
+
+fn core_libraries(host: &HostRoot, cf: &mut ComponentFacts) -> Signal {
+    let (files, errors) = core::core_files(host);
+    cf.set(&["coreReplaced", "checked"], files.len());
+    if files.is_empty() && errors.is_empty() {
+        // Nothing to compare (a minimal or unusual root): no evidence of a replacement.
+        cf.set(&["coreReplaced", "files"], json!([]));
+        cf.set(&["coreReplaced", "count"], 0);
+        return Signal::Absent;
+    }
+    let boot = match os::boot_time(host) {
+        Ok(t) => t,
+        Err(r) => {
+            let r = format!("boot time unknown: {r}");
+            cf.unknown(&["coreReplaced", "count"], &r);
+            return Signal::Unknown(r);
+        }
+    };
+    cf.set(&["coreReplaced", "bootTime"], rfc3339(boot));
+    cf.evidence(
+        &["coreReplaced", "bootTime"],
+        Evidence::file(os::PROC_STAT).with_source("runtime"),
+    );
+    let replaced = core::replaced_since(&files, boot);
+    let listed: Vec<Value> = replaced.iter().map(|f| f.to_json()).collect();
+    cf.set(&["coreReplaced", "files"], Value::Array(listed.clone()));
+    if let Some(first) = replaced.first() {
+        cf.set(&["coreReplaced", "count"], replaced.len());
+        cf.evidence(
+            &["coreReplaced", "count"],
+            Evidence::file(&first.path).with_source("stat"),
+        );
+        return Signal::Present {
+            reason: with_since(
+                json!({"reason": "LibrariesReplaced", "action": REBOOT,
+                       "packages": core::components(&replaced), "files": listed,
+                       "bootTime": rfc3339(boot)}),
+                Some(first.ctime),
+            ),
+            since: Some(first.ctime),
+        };
+    }
+    if errors.is_empty() {
+        cf.set(&["coreReplaced", "count"], 0);
+        Signal::Absent
+    } else {
+        // A core file we could not stat might be the replaced one.
+        let r = errors.join("; ");
+        cf.unknown(&["coreReplaced", "count"], &r);
+        Signal::Unknown(r)
+    }
+}
+
+fn live_patch(host: &HostRoot, cf: &mut ComponentFacts) -> Signal {
+    cf.evidence(
+        &["livePatch"],
+        Evidence::file(livepatch::DIR).with_source("runtime"),
+    );
+    match livepatch::patches(host) {
+        Ok(None) => {
+            cf.set(&["livePatch"], json!({"patches": [], "pending": false}));
+            Signal::Absent
+        }
+        Ok(Some(patches)) => {
+            let pending: Vec<&str> = patches
+                .iter()
+                .filter(|p| p.transition == Some(true))
+                .map(|p| p.name.as_str())
+                .collect();
+            let unreadable: Vec<&str> = patches.iter().filter_map(|p| p.error.as_deref()).collect();
+            let listed: Vec<Value> = patches.iter().map(livepatch::Patch::to_json).collect();
+            cf.set(&["livePatch", "patches"], Value::Array(listed));
+            if !pending.is_empty() {
+                cf.set(&["livePatch", "pending"], true);
+                Signal::Present {
+                    reason: json!({"reason": "LivePatchPending", "action": WAIT,
+                                   "patches": pending, "file": livepatch::DIR}),
+                    since: None,
+                }
+            } else if unreadable.is_empty() {
+                cf.set(&["livePatch", "pending"], false);
+                Signal::Absent
+            } else {
+                let r = unreadable.join("; ");
+                cf.unknown(&["livePatch", "pending"], &r);
+                Signal::Unknown(r)
+            }
+        }
+        Err(r) => {
+            cf.unknown(&["livePatch"], &r);
             Signal::Unknown(r)
         }
     }
@@ -381,6 +506,7 @@ fn deleted_libraries(ctx: &Context<'_>, cf: &mut ComponentFacts) -> Signal {
         &["deletedLibraries", "processes"],
         Value::Array(scan.processes),
     );
+    cf.set(&["deletedLibraries", "services"], json!(scan.services));
     cf.set(&["deletedLibraries", "scanned"], scan.scanned);
     cf.set(&["deletedLibraries", "exited"], scan.exited);
     cf.set(
@@ -395,7 +521,8 @@ fn deleted_libraries(ctx: &Context<'_>, cf: &mut ComponentFacts) -> Signal {
     if count > 0 {
         cf.set(&["deletedLibraries", "count"], count);
         Signal::Present {
-            reason: json!({"reason": "LibrariesReplaced", "processes": count}),
+            reason: json!({"reason": "ServicesNeedRestart", "action": RESTART,
+                           "processes": count, "services": scan.services}),
             since: None,
         }
     } else if scan.not_scanned_count > 0 {

@@ -30,9 +30,13 @@
 //!
 //! # Reboot pending ([`Ledger::set_reboot_pending`])
 //!
-//! The first `pending = true` records its start (`Started`); while it stays pending the earliest
-//! trustworthy start is kept (a start in the future is not trusted); `pending = false` clears it
-//! (`Cleared`).
+//! The first `pending = true` records its start (`Started`) and the boot id; while it stays
+//! pending within that boot the earliest trustworthy start is kept (a start in the future is
+//! not trusted), across agent restarts. `pending = false` (no reason remains: the marker was
+//! removed, or the node rebooted into what was installed) clears it (`Cleared`). Still pending
+//! under another boot id means the reboot did not apply the updates (the old kernel was
+//! booted, or new updates arrived since): the start is re-dated from the current evidence
+//! (`Restarted`).
 //!
 //! # Outbox
 //!
@@ -53,7 +57,8 @@ mod store;
 
 pub use outbox::{DroppedEvent, OutboxLimits, OutboxStats, PushOutcome};
 pub use store::{
-    FILE_NAME, Ledger, LedgerError, OpenFinding, RebootChange, Recorded, SCHEMA_VERSION,
+    FILE_NAME, Ledger, LedgerError, OpenFinding, RebootChange, RebootState, Recorded,
+    SCHEMA_VERSION,
 };
 
 /// What identifies a finding across scans: its rule and concrete fact path.

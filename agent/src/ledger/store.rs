@@ -52,8 +52,12 @@ const GENERATIONS: TableDefinition<(&str, &str), u64> = TableDefinition::new("ge
 /// `times`: named Unix times (the reboot-pending start).
 const TIMES: TableDefinition<&str, i64> = TableDefinition::new("times");
 
+/// `texts`: named strings (the boot id the pending reboot was recorded in).
+const TEXTS: TableDefinition<&str, &str> = TableDefinition::new("texts");
+
 const KEY_SCHEMA_VERSION: &str = "schema_version";
 const KEY_REBOOT_SINCE: &str = "reboot_pending_since";
+const KEY_REBOOT_BOOT_ID: &str = "reboot_pending_boot_id";
 
 /// A ledger that cannot be opened, read or written. Every variant names the store file.
 #[derive(Debug, thiserror::Error)]
@@ -131,11 +135,25 @@ pub struct Recorded {
     pub pushed: super::PushOutcome,
 }
 
+/// Whether a reboot is pending, as one evaluation observed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RebootState {
+    pub pending: bool,
+    /// When the evidence says the need started (a marker's mtime, a file's install time).
+    pub since: Option<i64>,
+    /// The running boot (`/proc/sys/kernel/random/boot_id`), when known.
+    pub boot_id: Option<String>,
+}
+
 /// What [`Ledger::set_reboot_pending`] changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RebootChange {
     /// A reboot became pending (it was not before); `since` is the time recorded.
     Started { since: i64 },
+    /// The node rebooted, yet a reboot is still required (booted into the old kernel, or new
+    /// updates arrived): the start is re-dated from the current evidence. `previous` was the
+    /// start before the reboot.
+    Restarted { since: i64, previous: i64 },
     /// The pending reboot happened (or its marker disappeared); `since` was its start.
     Cleared { since: i64 },
     /// Nothing changed state (an earlier trustworthy `since` may still have been recorded).
@@ -225,17 +243,19 @@ impl Ledger {
         })
     }
 
-    /// Records whether a reboot is pending. `since` is the start the inspector observed (for
+    /// Records whether a reboot is pending. `since` is the start the evidence shows (for
     /// instance the marker file's mtime); it is trusted only when it is not in the future
-    /// (`since <= now`), else `now` is used. While a reboot stays pending the earliest trusted
-    /// start is kept: a later marker rewrite does not move it forward.
+    /// (`since <= now`), else `now` (first seen) is used. While a reboot stays pending within
+    /// one boot, the earliest trusted start is kept: a later marker rewrite does not move it
+    /// forward, and an agent restart does not either. It is cleared when no reason remains (the
+    /// marker removed, the reboot done). When the boot id changed but a reboot is still
+    /// pending, the start is re-dated from the current evidence ([`RebootChange::Restarted`]).
     pub fn set_reboot_pending(
         &self,
-        pending: bool,
-        since: Option<i64>,
+        state: &RebootState,
         now: i64,
     ) -> Result<RebootChange, LedgerError> {
-        self.write(|txn| self.reboot_txn(txn, pending, since, now))
+        self.write(|txn| self.reboot_txn(txn, state, now))
     }
 
     /// Applies one evaluation (as [`Ledger::apply`]) and the reboot state (as
@@ -247,14 +267,14 @@ impl Ledger {
         &self,
         findings: &[Finding],
         scope: Option<&[&str]>,
-        reboot: Option<(bool, Option<i64>)>,
+        reboot: Option<&RebootState>,
         now: i64,
         events: impl FnOnce(&[Transition], Option<RebootChange>) -> Vec<CloudEvent>,
     ) -> Result<Recorded, LedgerError> {
         self.write(|txn| {
             let transitions = self.apply_txn(txn, findings, scope, now)?;
             let reboot = reboot
-                .map(|(pending, since)| self.reboot_txn(txn, pending, since, now))
+                .map(|state| self.reboot_txn(txn, state, now))
                 .transpose()?;
             let queued = events(&transitions, reboot);
             let pushed = self.push_txn(txn, &queued, now)?;
@@ -345,18 +365,25 @@ impl Ledger {
     pub(super) fn reboot_txn(
         &self,
         txn: &WriteTransaction,
-        pending: bool,
-        since: Option<i64>,
+        state: &RebootState,
         now: i64,
     ) -> Result<RebootChange, LedgerError> {
-        let observed = since.filter(|s| *s <= now);
+        let observed = state.since.filter(|s| *s <= now);
         let mut times = txn.open_table(TIMES)?;
+        let mut texts = txn.open_table(TEXTS)?;
         let stored = times.get(KEY_REBOOT_SINCE)?.map(|v| v.value());
-        Ok(match (pending, stored) {
+        let stored_boot = texts.get(KEY_REBOOT_BOOT_ID)?.map(|v| v.value().to_owned());
+        let rebooted = matches!((&stored_boot, &state.boot_id), (Some(a), Some(b)) if a != b);
+        let change = match (state.pending, stored) {
             (true, None) => {
                 let since = observed.unwrap_or(now);
                 times.insert(KEY_REBOOT_SINCE, since)?;
                 RebootChange::Started { since }
+            }
+            (true, Some(previous)) if rebooted => {
+                let since = observed.unwrap_or(now);
+                times.insert(KEY_REBOOT_SINCE, since)?;
+                RebootChange::Restarted { since, previous }
             }
             (true, Some(old)) => {
                 if let Some(s) = observed.filter(|s| *s < old) {
@@ -366,10 +393,18 @@ impl Ledger {
             }
             (false, Some(since)) => {
                 times.remove(KEY_REBOOT_SINCE)?;
+                texts.remove(KEY_REBOOT_BOOT_ID)?;
                 RebootChange::Cleared { since }
             }
             (false, None) => RebootChange::Unchanged,
-        })
+        };
+        if state.pending
+            && let Some(id) = &state.boot_id
+            && stored_boot.as_deref() != Some(id.as_str())
+        {
+            texts.insert(KEY_REBOOT_BOOT_ID, id.as_str())?;
+        }
+        Ok(change)
     }
 
     /// Runs `f` in one write transaction and commits it; on any error nothing is committed.

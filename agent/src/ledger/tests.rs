@@ -338,25 +338,26 @@ fn reboot_pending_keeps_the_earliest_trustworthy_start() {
     let l = open(tmp.path());
     assert_eq!(l.reboot_pending_since().unwrap(), None);
     assert_eq!(
-        l.set_reboot_pending(false, None, 50).unwrap(),
+        l.set_reboot_pending(&pending(false, None), 50).unwrap(),
         RebootChange::Unchanged
     );
     assert_eq!(
-        l.set_reboot_pending(true, Some(90), 100).unwrap(),
+        l.set_reboot_pending(&pending(true, Some(90)), 100).unwrap(),
         RebootChange::Started { since: 90 }
     );
     // A later start (the marker rewritten) does not move it forward.
     assert_eq!(
-        l.set_reboot_pending(true, Some(95), 110).unwrap(),
+        l.set_reboot_pending(&pending(true, Some(95)), 110).unwrap(),
         RebootChange::Unchanged
     );
     assert_eq!(l.reboot_pending_since().unwrap(), Some(90));
     // An earlier one is kept.
-    l.set_reboot_pending(true, Some(80), 120).unwrap();
+    l.set_reboot_pending(&pending(true, Some(80)), 120).unwrap();
     assert_eq!(l.reboot_pending_since().unwrap(), Some(80));
     // A start in the future is not trustworthy.
-    l.set_reboot_pending(true, Some(10_000), 130).unwrap();
-    l.set_reboot_pending(true, None, 140).unwrap();
+    l.set_reboot_pending(&pending(true, Some(10_000)), 130)
+        .unwrap();
+    l.set_reboot_pending(&pending(true, None), 140).unwrap();
     assert_eq!(l.reboot_pending_since().unwrap(), Some(80));
     drop(l);
     let l = open(tmp.path());
@@ -366,14 +367,87 @@ fn reboot_pending_keeps_the_earliest_trustworthy_start() {
         "survives a restart"
     );
     assert_eq!(
-        l.set_reboot_pending(false, None, 150).unwrap(),
+        l.set_reboot_pending(&pending(false, None), 150).unwrap(),
         RebootChange::Cleared { since: 80 }
     );
     assert_eq!(l.reboot_pending_since().unwrap(), None);
     assert_eq!(
-        l.set_reboot_pending(true, Some(10_000), 160).unwrap(),
+        l.set_reboot_pending(&pending(true, Some(10_000)), 160)
+            .unwrap(),
         RebootChange::Started { since: 160 },
         "an untrustworthy start falls back to now"
+    );
+}
+
+/// A reboot state without a boot id.
+fn pending(pending: bool, since: Option<i64>) -> RebootState {
+    RebootState {
+        pending,
+        since,
+        boot_id: None,
+    }
+}
+
+fn in_boot(pending: bool, since: Option<i64>, boot: &str) -> RebootState {
+    RebootState {
+        pending,
+        since,
+        boot_id: Some(boot.to_owned()),
+    }
+}
+
+/// A reboot that did not apply the updates (the old kernel booted, or new ones arrived since)
+/// re-dates the start from the current evidence; a reboot that did clears it.
+#[test]
+fn reboot_pending_is_re_dated_when_still_pending_after_a_reboot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(tmp.path());
+    assert_eq!(
+        l.set_reboot_pending(&in_boot(true, Some(100), "boot-a"), 200)
+            .unwrap(),
+        RebootChange::Started { since: 100 }
+    );
+    // Same boot, agent restarted, newer evidence: the earliest start stays.
+    drop(l);
+    let l = open(tmp.path());
+    assert_eq!(
+        l.set_reboot_pending(&in_boot(true, Some(150), "boot-a"), 300)
+            .unwrap(),
+        RebootChange::Unchanged
+    );
+    assert_eq!(l.reboot_pending_since().unwrap(), Some(100));
+    // Rebooted, still pending, evidence newer than the old start: re-dated, even forward.
+    assert_eq!(
+        l.set_reboot_pending(&in_boot(true, Some(250), "boot-b"), 400)
+            .unwrap(),
+        RebootChange::Restarted {
+            since: 250,
+            previous: 100
+        }
+    );
+    assert_eq!(l.reboot_pending_since().unwrap(), Some(250));
+    // An unknown boot id (the os facts missing) never counts as a reboot.
+    assert_eq!(
+        l.set_reboot_pending(&pending(true, Some(260)), 410)
+            .unwrap(),
+        RebootChange::Unchanged
+    );
+    assert_eq!(
+        l.set_reboot_pending(&in_boot(true, None, "boot-b"), 420)
+            .unwrap(),
+        RebootChange::Unchanged
+    );
+    // Rebooted into what was installed: cleared.
+    assert_eq!(
+        l.set_reboot_pending(&in_boot(false, None, "boot-c"), 500)
+            .unwrap(),
+        RebootChange::Cleared { since: 250 }
+    );
+    // The next need starts afresh in the current boot.
+    assert_eq!(
+        l.set_reboot_pending(&in_boot(true, None, "boot-c"), 600)
+            .unwrap(),
+        RebootChange::Started { since: 600 }
     );
 }
 
@@ -801,7 +875,7 @@ fn record_commits_transitions_reboot_and_their_events_together() {
         .record(
             &[f],
             None,
-            Some((true, Some(50))),
+            Some(&pending(true, Some(50))),
             100,
             |transitions, reboot| {
                 assert_eq!(transitions.len(), 1);

@@ -68,6 +68,12 @@ pub fn render(report: &CheckReport, opts: &Options) -> String {
             let _ = writeln!(out, "  {}", p.dim(&format!("{passed} passed")));
         }
     }
+    if let Some(r) = report.reboot.as_ref().filter(|r| r.noteworthy()) {
+        let _ = writeln!(out, "{}", p.bold("reboot state"));
+        for l in r.lines() {
+            let _ = writeln!(out, "  {}", l.trim_start());
+        }
+    }
     let s = &report.summary;
     let sev: Vec<String> = s
         .fail_by_severity

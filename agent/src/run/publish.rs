@@ -18,7 +18,8 @@ use super::engine::Engine;
 use crate::clock::rfc3339_secs;
 use crate::facts::Lookup;
 use crate::finding::Finding;
-use crate::ledger::{Change, Ledger, LedgerError, RebootChange, Transition};
+use crate::inspect::reboot::RebootSummary;
+use crate::ledger::{Change, Ledger, LedgerError, RebootChange, RebootState, Transition};
 use crate::report::cloudevents::{CloudEvent, types};
 use crate::report::http::Outbox;
 use crate::report::kube::{NodeEvent, NodeStatusUpdate, system_label_findings};
@@ -152,7 +153,7 @@ impl Publisher {
                 .map(NodeEvent::from_transition)
                 .collect();
             match recorded.reboot {
-                Some(RebootChange::Started { .. }) => {
+                Some(RebootChange::Started { .. } | RebootChange::Restarted { .. }) => {
                     events.push(NodeEvent::reboot_required(
                         &recorded.reasons,
                         &recorded.packages,
@@ -181,60 +182,65 @@ impl Publisher {
     ) -> Result<Recorded, LedgerError> {
         let version = engine.baseline_version();
         let profile = engine.profile().name.clone();
-        // Reboot: pending or not, and since when, from the reboot inspector's facts.
-        let facts = engine.facts();
-        let required = facts.get("reboot.required");
-        let state = match required {
-            Lookup::Found(Value::Bool(pending)) => {
-                let since = match facts.get("reboot.pendingSinceUnix") {
-                    Lookup::Found(v) => v.as_i64(),
-                    _ => None,
-                };
-                Some((*pending, since))
-            }
-            _ => None,
-        };
-        let reasons: Vec<String> = match facts.get("reboot.reasons") {
-            Lookup::Found(Value::Array(a)) => a
-                .iter()
-                .filter_map(|r| r.get("reason").and_then(Value::as_str).map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let packages: Vec<String> = match facts.get("reboot.markers.debian.packages") {
-            Lookup::Found(Value::Array(a)) => a
-                .iter()
-                .filter_map(|p| p.as_str().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
+        // Reboot: pending or not, since when, why, and in which boot, from the facts.
+        let view = RebootSummary::of(engine.facts());
+        let state = view.as_ref().and_then(|v| {
+            v.required.map(|pending| RebootState {
+                pending,
+                since: v.pending_since_unix,
+                boot_id: v.boot_id.clone(),
+            })
+        });
+        let view = view.unwrap_or_default();
+        let reasons = view.reboot_reasons();
+        let packages = view.packages.clone();
+        let required_data = |since: i64| {
+            json!({"since": rfc3339_secs(since), "reasons": reasons, "packages": packages,
+                   "details": view.reboot_details(), "bootId": view.boot_id})
         };
         // Lifecycle, reboot state and the events they cause: one transaction.
-        let rec = self
-            .ledger
-            .record(findings, None, state, now, |transitions, reboot| {
+        let rec = self.ledger.record(
+            findings,
+            None,
+            state.as_ref(),
+            now,
+            |transitions, reboot| {
                 let mut events: Vec<CloudEvent> = transitions
                     .iter()
                     .map(|t| self.finding_event(t, &profile, &version, now))
                     .collect();
                 match reboot {
-                Some(RebootChange::Started { since }) => events.push(self.event(
-                    types::REBOOT_REQUIRED,
-                    None,
-                    &since.to_string(),
-                    json!({"since": rfc3339_secs(since), "reasons": reasons, "packages": packages}),
-                    now,
-                )),
-                Some(RebootChange::Cleared { since }) => events.push(self.event(
-                    types::REBOOT_CLEARED,
-                    None,
-                    &since.to_string(),
-                    json!({"pendingSince": rfc3339_secs(since)}),
-                    now,
-                )),
-                _ => {}
-            }
+                    Some(RebootChange::Started { since }) => events.push(self.event(
+                        types::REBOOT_REQUIRED,
+                        None,
+                        &since.to_string(),
+                        required_data(since),
+                        now,
+                    )),
+                    Some(RebootChange::Restarted { since, previous }) => {
+                        let mut data = required_data(since);
+                        data["afterReboot"] = json!(true);
+                        data["previousSince"] = json!(rfc3339_secs(previous));
+                        events.push(self.event(
+                            types::REBOOT_REQUIRED,
+                            None,
+                            &format!("{since}:{}", view.boot_id.as_deref().unwrap_or("")),
+                            data,
+                            now,
+                        ));
+                    }
+                    Some(RebootChange::Cleared { since }) => events.push(self.event(
+                        types::REBOOT_CLEARED,
+                        None,
+                        &since.to_string(),
+                        json!({"pendingSince": rfc3339_secs(since), "bootId": view.boot_id}),
+                        now,
+                    )),
+                    Some(RebootChange::Unchanged) | None => {}
+                }
                 events
-            })?;
+            },
+        )?;
         self.queued(&rec.pushed);
         if let Some(since) = self.ledger.reboot_pending_since()? {
             summary.reboot_required_since = Some(rfc3339_secs(since));

@@ -88,8 +88,10 @@ fn is_shared_library(path: &str) -> bool {
 /// The scan of every process.
 #[derive(Debug, Default)]
 pub(super) struct Scan {
-    /// `{pid, program, libraries}` for each process with deleted libraries.
+    /// `{pid, program, libraries, unit}` for each process with deleted libraries.
     pub processes: Vec<Value>,
+    /// The systemd units of those processes: what to restart.
+    pub services: BTreeSet<String>,
     pub scanned: usize,
     /// Gone between listing and reading.
     pub exited: usize,
@@ -97,6 +99,30 @@ pub(super) struct Scan {
     pub not_scanned: Vec<Value>,
     pub not_scanned_count: usize,
     pub junk_lines: usize,
+}
+
+/// `/proc/<pid>/cgroup` is a line per hierarchy.
+const CGROUP_LIMIT: u64 = 64 << 10;
+
+/// The systemd unit a process runs in, from `/proc/<pid>/cgroup`: the last `.service` in the
+/// unified (`0::`) or `name=systemd` hierarchy's path, else its last `.scope` (a container or
+/// a login session). `None` outside systemd's tree.
+pub(super) fn unit(cgroup: &str) -> Option<String> {
+    let path = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .or_else(|| {
+            cgroup
+                .lines()
+                .find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p))
+        })?;
+    let names: Vec<&str> = path.trim().split('/').collect();
+    names
+        .iter()
+        .rev()
+        .find(|n| n.ends_with(".service"))
+        .or_else(|| names.iter().rev().find(|n| n.ends_with(".scope")))
+        .map(|n| (*n).to_owned())
 }
 
 pub(super) fn scan(host: &HostRoot, procs: &ProcessTable) -> Scan {
@@ -132,8 +158,14 @@ pub(super) fn scan(host: &HostRoot, procs: &ProcessTable) -> Scan {
                 let (libs, junk) = deleted_libraries(&String::from_utf8_lossy(&bytes));
                 s.junk_lines += junk;
                 if !libs.is_empty() {
-                    s.processes
-                        .push(json!({"pid": p.pid, "program": p.program(), "libraries": libs}));
+                    let mut entry =
+                        json!({"pid": p.pid, "program": p.program(), "libraries": libs});
+                    let cgroup = host.read_string(&p.proc_path("cgroup"), CGROUP_LIMIT);
+                    if let Some(unit) = cgroup.ok().and_then(|c| unit(&c)) {
+                        s.services.insert(unit.clone());
+                        entry["unit"] = json!(unit);
+                    }
+                    s.processes.push(entry);
                 }
             }
             Err(HostError::NotFound { .. }) => s.exited += 1,
@@ -177,6 +209,25 @@ this is not a maps line
         );
         // The prose line, the line without an address range, and the truncated last line.
         assert_eq!(junk, 3);
+    }
+
+    #[test]
+    fn unit_from_cgroup_v2_v1_and_containers() {
+        assert_eq!(
+            unit("0::/system.slice/ssh.service\n").as_deref(),
+            Some("ssh.service")
+        );
+        let v1 = "12:memory:/system.slice/containerd.service\n1:name=systemd:/system.slice/containerd.service\n";
+        assert_eq!(unit(v1).as_deref(), Some("containerd.service"));
+        let pod = "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-abc.scope\n";
+        assert_eq!(unit(pod).as_deref(), Some("cri-containerd-abc.scope"));
+        assert_eq!(
+            unit("0::/user.slice/user-1000.slice/session-4.scope/../x.service").as_deref(),
+            Some("x.service")
+        );
+        assert_eq!(unit("0::/\n"), None);
+        assert_eq!(unit("garbage"), None);
+        assert_eq!(unit(""), None);
     }
 
     #[test]

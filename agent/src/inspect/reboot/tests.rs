@@ -1,4 +1,5 @@
 use super::*;
+use crate::clock::rfc3339_secs as rfc3339;
 use crate::inspect::{Options, ProcessTable};
 use std::os::unix::fs::symlink;
 
@@ -32,6 +33,10 @@ impl Root {
             .set_modified(t)
             .unwrap();
         self
+    }
+    fn ctime(&self, p: &str) -> i64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.path(p)).unwrap().ctime()
     }
     fn inspect(&self) -> ComponentFacts {
         let host = HostRoot::new(self.0.path()).unwrap();
@@ -106,17 +111,21 @@ fn newer_installed_kernel_is_a_kernel_update() {
         .write("/lib/modules/6.9.0-1.azl3/extra/x.ko", "")
         .touch("/boot/vmlinuz-0-rescue-0123456789abcdef", 1);
     let cf = r.inspect();
+    // Since when: the install time (change time), not the modification time that package
+    // managers copy from the package.
+    let installed = r.ctime("/boot/vmlinuz-6.6.57.1-2.azl3");
     assert_eq!(
         cf.get(&["kernel"]).unwrap(),
         &json!({"running": "6.6.47.1-1.azl3", "installed": ["6.6.57.1-2.azl3", "6.6.47.1-1.azl3"],
                 "newestInstalled": "6.6.57.1-2.azl3", "mismatch": true,
-                "newestInstalledSince": "2024-03-09T16:00:00Z"})
+                "newestInstalledSince": rfc3339(installed)})
     );
     let reasons = cf.get(&["reasons"]).unwrap();
     assert_eq!(
         reasons,
-        &json!([{"reason": "KernelUpdate", "running": "6.6.47.1-1.azl3", "newestInstalled": "6.6.57.1-2.azl3",
-                 "file": "/boot/vmlinuz-6.6.57.1-2.azl3", "since": "2024-03-09T16:00:00Z", "sinceUnix": 1_710_000_000}])
+        &json!([{"reason": "KernelUpdate", "action": "reboot", "running": "6.6.47.1-1.azl3",
+                 "newestInstalled": "6.6.57.1-2.azl3", "file": "/boot/vmlinuz-6.6.57.1-2.azl3",
+                 "since": rfc3339(installed), "sinceUnix": installed}])
     );
     assert_eq!(cf.get(&["required"]).unwrap(), &json!(true));
     assert_eq!(
@@ -164,6 +173,7 @@ fn deleted_libraries_per_process_with_exits_and_junk() {
     r.write("/proc/sys/kernel/osrelease", "6.1.0-25-amd64")
         .touch("/boot/vmlinuz-6.1.0-25-amd64", 1)
         .write("/proc/1401/cmdline", "/usr/sbin/sshd\0-D\0")
+        .write("/proc/1401/cgroup", "0::/system.slice/ssh.service\n")
         .write(
             "/proc/1401/maps",
             "7f00-7f01 r-xp 00000000 08:01 5    /usr/lib/x86_64-linux-gnu/libssl.so.3 (deleted)\n\
@@ -181,7 +191,9 @@ fn deleted_libraries_per_process_with_exits_and_junk() {
     let cf = r.inspect();
     assert_eq!(
         cf.get(&["deletedLibraries"]).unwrap(),
-        &json!({"processes": [{"pid": 1401, "program": "sshd", "libraries": ["/usr/lib/x86_64-linux-gnu/libssl.so.3"]}],
+        &json!({"processes": [{"pid": 1401, "program": "sshd", "unit": "ssh.service",
+                               "libraries": ["/usr/lib/x86_64-linux-gnu/libssl.so.3"]}],
+                "services": ["ssh.service"],
                 "count": 1, "scanned": 1, "exited": 1, "notScanned": [], "notScannedCount": 0, "junkLines": 1})
     );
     assert_eq!(cf.get(&["restartRequired"]).unwrap(), &json!(true));
@@ -189,7 +201,8 @@ fn deleted_libraries_per_process_with_exits_and_junk() {
     assert_eq!(cf.get(&["required"]).unwrap(), &json!(false));
     assert_eq!(
         cf.get(&["reasons"]).unwrap(),
-        &json!([{"reason": "LibrariesReplaced", "processes": 1}])
+        &json!([{"reason": "ServicesNeedRestart", "action": "restart", "processes": 1,
+                 "services": ["ssh.service"]}])
     );
 }
 
@@ -230,4 +243,88 @@ fn live_host_completes_quickly() {
     assert!(scanned >= 1, "at least this test process is scanned");
     let running = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_eq!(cf.get(&["kernel", "running"]).unwrap(), running.trim());
+}
+
+/// The `needs-restarting -r` criteria: a core library or daemon whose file changed after the
+/// boot time asks for a reboot, dated by its install (change) time.
+#[test]
+fn core_libraries_replaced_since_boot() {
+    let r = Root::new();
+    r.write("/proc/sys/kernel/osrelease", "6.6.57.1-2.azl3")
+        .touch("/boot/vmlinuz-6.6.57.1-2.azl3", 1)
+        .write("/usr/lib64/libc.so.6", "elf")
+        .write("/usr/lib64/libssl.so.3", "elf")
+        .write("/usr/lib/systemd/systemd", "elf");
+    // /lib64 is the same directory: each file is judged once.
+    symlink("usr/lib64", r.path("/lib64")).unwrap();
+    let libc = r.ctime("/usr/lib64/libc.so.6");
+
+    // Booted after the files were installed: nothing replaced.
+    r.write("/proc/stat", format!("cpu 1 2 3\nbtime {}\n", libc + 100));
+    let cf = r.inspect();
+    assert_eq!(cf.get(&["required"]).unwrap(), &json!(false));
+    assert_eq!(cf.get(&["coreReplaced", "count"]).unwrap(), &json!(0));
+    assert_eq!(cf.get(&["coreReplaced", "checked"]).unwrap(), &json!(3));
+
+    // Booted before: all three were replaced while the node ran.
+    r.write("/proc/stat", format!("btime {}\n", libc - 3600));
+    let cf = r.inspect();
+    assert_eq!(cf.get(&["required"]).unwrap(), &json!(true));
+    let first = &cf.get(&["reasons"]).unwrap()[0];
+    assert_eq!(first["reason"], json!("LibrariesReplaced"));
+    assert_eq!(first["action"], json!("reboot"));
+    let mut packages: Vec<&str> = first["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    packages.sort();
+    assert_eq!(packages, ["glibc", "openssl", "systemd"]);
+    assert_eq!(first["files"].as_array().unwrap().len(), 3);
+    assert!(first["sinceUnix"].as_i64().unwrap() >= libc - 1);
+    assert_eq!(cf.get(&["pendingSinceUnix"]).unwrap(), &first["sinceUnix"]);
+
+    // Core files but no boot time: cannot tell, never "no reboot".
+    std::fs::remove_file(r.path("/proc/stat")).unwrap();
+    let cf = r.inspect();
+    assert!(reason(&cf, &["required"]).contains("boot time unknown"));
+    r.write("/proc/stat", "btime yesterday\n");
+    let cf = r.inspect();
+    assert!(reason(&cf, &["coreReplaced", "count"]).contains("btime is not a time"));
+}
+
+#[test]
+fn live_patch_in_transition_is_pending_without_requiring_a_reboot() {
+    let r = Root::new();
+    r.write("/proc/sys/kernel/osrelease", "5.15.0-1061-azure")
+        .touch("/boot/vmlinuz-5.15.0-1061-azure", 1);
+    let cf = r.inspect();
+    assert_eq!(
+        cf.get(&["livePatch"]).unwrap(),
+        &json!({"patches": [], "pending": false})
+    );
+
+    r.write("/sys/kernel/livepatch/lp_5_15_0_1061_1/enabled", "1\n")
+        .write("/sys/kernel/livepatch/lp_5_15_0_1061_1/transition", "0\n")
+        .write("/sys/kernel/livepatch/kpatch_cve/enabled", "1\n")
+        .write("/sys/kernel/livepatch/kpatch_cve/transition", "1\n");
+    let cf = r.inspect();
+    assert_eq!(cf.get(&["livePatch", "pending"]).unwrap(), &json!(true));
+    assert_eq!(
+        cf.get(&["livePatch", "patches"]).unwrap(),
+        &json!([{"name": "kpatch_cve", "enabled": true, "transition": true},
+                {"name": "lp_5_15_0_1061_1", "enabled": true, "transition": false}])
+    );
+    assert_eq!(
+        cf.get(&["reasons"]).unwrap(),
+        &json!([{"reason": "LivePatchPending", "action": "wait", "patches": ["kpatch_cve"],
+                 "file": "/sys/kernel/livepatch"}])
+    );
+    assert_eq!(cf.get(&["required"]).unwrap(), &json!(false));
+
+    // Garbage in an attribute: that patch's state is unknown, and so is "pending".
+    r.write("/sys/kernel/livepatch/kpatch_cve/transition", "maybe");
+    let cf = r.inspect();
+    assert!(reason(&cf, &["livePatch", "pending"]).contains("not 0 or 1"));
 }

@@ -89,8 +89,12 @@ fn crash_writer() {
             l.outbox_ack(&[format!("e{}", i - 1)]).expect("ack");
             report(format!("acked {}", i - 1));
         }
-        l.set_reboot_pending(i % 10 < 5, Some(now), now)
-            .expect("reboot");
+        let state = crate::ledger::RebootState {
+            pending: i % 10 < 5,
+            since: Some(now),
+            boot_id: None,
+        };
+        l.set_reboot_pending(&state, now).expect("reboot");
     }
 }
 
