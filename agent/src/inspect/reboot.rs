@@ -197,6 +197,12 @@ enum Signal {
     Unknown(String),
 }
 
+/// Host files whose replacement concerns this inspector even when the facts do not name them
+/// (the core libraries and daemons, before any was replaced): the daemon watches them.
+pub fn watched_files() -> impl Iterator<Item = std::path::PathBuf> {
+    core::candidates().map(|(_, p)| p)
+}
+
 pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
     let host = ctx.host;
     let mut cf = ComponentFacts::new(NAME);

@@ -227,6 +227,9 @@ impl Engine {
                 t.dirs.insert(PathBuf::from(d), component);
             }
         }
+        for f in inspect::reboot::watched_files() {
+            t.files.insert(f, inspect::reboot::NAME);
+        }
         t
     }
 }
@@ -394,6 +397,15 @@ mod tests {
             Some("reboot")
         );
         assert_eq!(t.component_of(Path::new("/run/unrelated.pid")), None);
+        // Core libraries replaced by an update (renamed into place) are noticed at once.
+        assert_eq!(
+            t.component_of(Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6")),
+            Some("reboot")
+        );
+        assert_eq!(
+            t.component_of(Path::new("/usr/lib/x86_64-linux-gnu/libfoo.so.1")),
+            None
+        );
         assert!(t.watch_dirs().contains(Path::new("/etc/default")));
         assert!(
             t.watch_dirs()

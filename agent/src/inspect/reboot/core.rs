@@ -85,10 +85,9 @@ impl CoreFile {
     }
 }
 
-/// The core files present on the host (each inode once: `/lib` is often a symlink to
-/// `/usr/lib`), and errors other than "not found" met while looking.
-pub(super) fn core_files(host: &HostRoot) -> (Vec<CoreFile>, Vec<String>) {
-    let candidates = LIBRARIES
+/// Every path where a core file may be, with its component.
+pub(super) fn candidates() -> impl Iterator<Item = (&'static str, PathBuf)> {
+    LIBRARIES
         .iter()
         .flat_map(|(component, names)| {
             LIB_DIRS.iter().flat_map(move |dir| {
@@ -99,11 +98,16 @@ pub(super) fn core_files(host: &HostRoot) -> (Vec<CoreFile>, Vec<String>) {
         })
         .chain(DAEMONS.iter().flat_map(|(component, paths)| {
             paths.iter().map(move |p| (*component, PathBuf::from(p)))
-        }));
+        }))
+}
+
+/// The core files present on the host (each inode once: `/lib` is often a symlink to
+/// `/usr/lib`), and errors other than "not found" met while looking.
+pub(super) fn core_files(host: &HostRoot) -> (Vec<CoreFile>, Vec<String>) {
     let mut seen = BTreeSet::new();
     let mut files = Vec::new();
     let mut errors = Vec::new();
-    for (component, path) in candidates {
+    for (component, path) in candidates() {
         match host.stat(&path) {
             Ok(m) if m.kind == FileKind::File => {
                 if seen.insert((m.dev, m.ino)) {
