@@ -145,6 +145,15 @@ pub struct RebootState {
     pub boot_id: Option<String>,
 }
 
+/// A pending reboot as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingReboot {
+    /// Unix seconds.
+    pub since: i64,
+    /// The boot it was recorded in, when known.
+    pub boot_id: Option<String>,
+}
+
 /// What [`Ledger::set_reboot_pending`] changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RebootChange {
@@ -237,9 +246,19 @@ impl Ledger {
 
     /// Unix seconds since when a reboot is pending, if one is.
     pub fn reboot_pending_since(&self) -> Result<Option<i64>, LedgerError> {
+        Ok(self.reboot_pending()?.map(|p| p.since))
+    }
+
+    /// The pending reboot as recorded: its start and the boot id it was recorded in.
+    pub fn reboot_pending(&self) -> Result<Option<PendingReboot>, LedgerError> {
         self.read(|txn| {
             let times = txn.open_table(TIMES)?;
-            Ok(times.get(KEY_REBOOT_SINCE)?.map(|v| v.value()))
+            let Some(since) = times.get(KEY_REBOOT_SINCE)?.map(|v| v.value()) else {
+                return Ok(None);
+            };
+            let texts = txn.open_table(TEXTS)?;
+            let boot_id = texts.get(KEY_REBOOT_BOOT_ID)?.map(|v| v.value().to_owned());
+            Ok(Some(PendingReboot { since, boot_id }))
         })
     }
 
@@ -627,6 +646,7 @@ fn init_schema(db: &Database) -> Result<Schema, redb::Error> {
     txn.open_table(OPEN_FINDINGS)?;
     txn.open_table(GENERATIONS)?;
     txn.open_table(TIMES)?;
+    txn.open_table(TEXTS)?;
     super::outbox::create_tables(&txn)?;
     txn.commit()?;
     Ok(Schema::Ready)

@@ -14,10 +14,11 @@ use serde_json::Value;
 
 use crate::baseline::{self, Baseline, BaselineError};
 use crate::check::{self, ProfileChoice};
-use crate::facts::Facts;
+use crate::facts::{Evidence, Facts, Lookup};
 use crate::finding::Finding;
 use crate::host::{HostError, HostRoot};
 use crate::inspect;
+use crate::ledger::PendingReboot;
 
 /// What the engine needs to evaluate.
 #[derive(Debug, Clone)]
@@ -47,6 +48,9 @@ pub struct Engine {
     facts: Facts,
     findings: Vec<Finding>,
     files: Option<super::fim::FileMonitor>,
+    /// The pending reboot the ledger holds (its earliest start survives restarts and marker
+    /// rewrites that the facts of one inspection do not see).
+    recorded_reboot: Option<PendingReboot>,
 }
 
 impl Engine {
@@ -67,6 +71,7 @@ impl Engine {
             facts,
             findings: Vec::new(),
             files: None,
+            recorded_reboot: None,
         })
     }
 
@@ -158,7 +163,44 @@ impl Engine {
         self.facts.components.extend(fresh.components);
     }
 
+    /// Tells the engine what the ledger holds about a pending reboot (at start, and after
+    /// every recorded evaluation).
+    pub fn set_recorded_reboot(&mut self, recorded: Option<PendingReboot>) {
+        self.recorded_reboot = recorded;
+    }
+
+    /// Dates a pending reboot from the ledger when the ledger knows an earlier start in this
+    /// boot, so severity escalation and every sink use the same since-time as the annotation.
+    fn date_reboot_from_ledger(&mut self) {
+        let Some(rec) = &self.recorded_reboot else {
+            return;
+        };
+        let boot_id = match self.facts.get("os.bootId") {
+            Lookup::Found(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        // Another boot: the reboot happened, and the ledger's start no longer applies.
+        if rec.boot_id.is_some() && rec.boot_id != boot_id {
+            return;
+        }
+        let Some(cf) = self.facts.components.get_mut(inspect::reboot::NAME) else {
+            return;
+        };
+        if cf.get(&["required"]) != Some(&Value::Bool(true)) {
+            return;
+        }
+        let observed = cf.get(&["pendingSinceUnix"]).and_then(Value::as_i64);
+        if observed.is_none_or(|t| rec.since < t) {
+            cf.set(&["pendingSinceUnix"], rec.since);
+            cf.set(&["pendingSince"], crate::clock::rfc3339_secs(rec.since));
+            for key in ["pendingSinceUnix", "pendingSince"] {
+                cf.evidence(&[key], Evidence::default().with_source("ledger"));
+            }
+        }
+    }
+
     fn evaluate(&mut self) {
+        self.date_reboot_from_ledger();
         self.findings = baseline::evaluate(&self.baseline, &self.facts);
         if let Some(f) = &self.files {
             self.findings.extend(f.findings());
@@ -413,6 +455,54 @@ mod tests {
                 .all(|d| !d.starts_with("/proc") && !d.starts_with("/sys")),
             "procfs and sysfs are polled, not watched"
         );
+    }
+
+    /// The ledger's earlier start of a pending reboot (same boot) dates the facts, so the
+    /// severity escalates from it; a start recorded in another boot does not.
+    #[test]
+    fn a_recorded_reboot_start_in_this_boot_dates_the_facts() {
+        let mut e = engine("aks-ubuntu-drifted");
+        e.full_check();
+        let observed = e.facts().get("reboot.pendingSinceUnix");
+        let Lookup::Found(observed) = observed else {
+            panic!("pendingSinceUnix: {observed:?}")
+        };
+        let observed = observed.as_i64().unwrap();
+        let Lookup::Found(Value::String(boot)) = e.facts().get("os.bootId") else {
+            panic!("the fixture has a boot id")
+        };
+        let boot = boot.clone();
+        let severity = |e: &Engine| {
+            e.findings()
+                .iter()
+                .find(|f| f.rule == "reboot.not-pending")
+                .map(|f| f.severity.to_string())
+                .unwrap()
+        };
+        assert_eq!(severity(&e), "medium");
+
+        let old = observed - 40 * 86_400;
+        e.set_recorded_reboot(Some(PendingReboot {
+            since: old,
+            boot_id: Some(boot),
+        }));
+        e.full_check();
+        assert_eq!(
+            e.facts().get("reboot.pendingSinceUnix"),
+            Lookup::Found(&Value::from(old))
+        );
+        assert_eq!(severity(&e), "critical");
+
+        e.set_recorded_reboot(Some(PendingReboot {
+            since: old,
+            boot_id: Some("another-boot".to_owned()),
+        }));
+        e.full_check();
+        assert_eq!(
+            e.facts().get("reboot.pendingSinceUnix"),
+            Lookup::Found(&Value::from(observed))
+        );
+        assert_eq!(severity(&e), "medium");
     }
 
     #[test]

@@ -344,11 +344,16 @@ fn evaluate_loop(
     // However this loop ends (cancellation, or a panic), the daemon stops with it: serving
     // stale findings as if all were well is worse than exiting and being restarted.
     let _stop_all = CancelOnDrop(cancel.clone());
+    // The earliest start of a pending reboot survives restarts in the ledger.
+    match publisher.ledger.reboot_pending() {
+        Ok(p) => engine.set_recorded_reboot(p),
+        Err(e) => tracing::warn!(error = %e, "Cannot read the pending reboot from the ledger."),
+    }
     // The first check is a full one; readiness follows it.
     let took = engine.full_check();
     watcher.update(&engine);
     after_check(&metrics, "full", took);
-    publisher.publish(&engine);
+    publisher.publish(&mut engine);
     publisher.heartbeat();
     health.first_check_done.store(true, Ordering::Relaxed);
     let _ = systemd::notify("READY=1");
@@ -420,7 +425,7 @@ fn evaluate_loop(
             let took = engine.full_check_for(reason);
             watcher.update(&engine);
             after_check(&metrics, "full", took);
-            publisher.publish(&engine);
+            publisher.publish(&mut engine);
         } else if let Some(reason) = files_rescan {
             let took = engine.files_full(reason);
             watcher.update_fim(&engine);
@@ -428,7 +433,7 @@ fn evaluate_loop(
             if !components.is_empty() {
                 engine.recheck(&components);
             }
-            publisher.publish(&engine);
+            publisher.publish(&mut engine);
         } else if !file_paths.is_empty() {
             let took = engine.files_paths(&file_paths);
             watcher.update_fim(&engine);
@@ -436,14 +441,14 @@ fn evaluate_loop(
             if !components.is_empty() {
                 engine.recheck(&components);
             }
-            publisher.publish(&engine);
+            publisher.publish(&mut engine);
         } else if !components.is_empty() {
             let took = engine.recheck(&components);
             let scope = components.iter().copied().collect::<Vec<_>>().join(",");
             after_check(&metrics, &scope, took);
-            publisher.publish(&engine);
+            publisher.publish(&mut engine);
         } else if reevaluate {
-            publisher.publish(&engine);
+            publisher.publish(&mut engine);
         }
         if heartbeat {
             publisher.heartbeat();

@@ -19,7 +19,9 @@ use crate::clock::rfc3339_secs;
 use crate::facts::Lookup;
 use crate::finding::Finding;
 use crate::inspect::reboot::RebootSummary;
-use crate::ledger::{Change, Ledger, LedgerError, RebootChange, RebootState, Transition};
+use crate::ledger::{
+    Change, Ledger, LedgerError, PendingReboot, RebootChange, RebootState, Transition,
+};
 use crate::report::cloudevents::{CloudEvent, types};
 use crate::report::http::Outbox;
 use crate::report::kube::{NodeEvent, NodeStatusUpdate, system_label_findings};
@@ -65,6 +67,8 @@ struct Recorded {
     reboot: Option<RebootChange>,
     reasons: Vec<String>,
     packages: Vec<String>,
+    /// The pending reboot as the ledger holds it now.
+    pending: Option<PendingReboot>,
 }
 
 pub use crate::clock::unix_now as now;
@@ -115,7 +119,7 @@ impl Publisher {
     /// the polls of an idle node then cost no store write. The ledger's `last_seen` and
     /// `occurrences` therefore count recorded evaluations: every change, and at least one per
     /// `refresh`.
-    pub fn publish(&mut self, engine: &Engine) -> Vec<Finding> {
+    pub fn publish(&mut self, engine: &mut Engine) -> Vec<Finding> {
         let now = now();
         let findings = self.findings(engine);
         let print = fingerprint(&findings, engine);
@@ -132,6 +136,7 @@ impl Publisher {
             Ok(r) => {
                 self.ok();
                 self.last_recorded = Some((print, std::time::Instant::now()));
+                engine.set_recorded_reboot(r.pending.clone());
                 r
             }
             Err(e) => {
@@ -242,7 +247,8 @@ impl Publisher {
             },
         )?;
         self.queued(&rec.pushed);
-        if let Some(since) = self.ledger.reboot_pending_since()? {
+        let pending = self.ledger.reboot_pending()?;
+        if let Some(since) = pending.as_ref().map(|p| p.since) {
             summary.reboot_required_since = Some(rfc3339_secs(since));
             summary.reboot_reasons = reasons.clone();
             self.metrics.reboot_required.set(1);
@@ -258,6 +264,7 @@ impl Publisher {
             reboot: rec.reboot,
             reasons,
             packages,
+            pending,
         })
     }
 
