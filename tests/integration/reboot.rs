@@ -335,3 +335,30 @@ fn check_reports_the_reboot_state_in_table_and_json() {
     let out = crate::util::run(&["check", "--host-root", clean.to_str().unwrap()]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("reboot state"));
 }
+
+/// A live patch still switching tasks over is its own reason and rule, and no reboot.
+#[test]
+fn a_live_patch_in_transition_is_reported_not_a_reboot() {
+    let dir = prepared_host("aks-ubuntu-clean");
+    let patch = dir
+        .path()
+        .join("sys/kernel/livepatch/livepatch_cve_2026_1234");
+    std::fs::create_dir_all(&patch).unwrap();
+    std::fs::write(patch.join("enabled"), "1\n").unwrap();
+    std::fs::write(patch.join("transition"), "1\n").unwrap();
+    let f = facts(dir.path());
+    assert_eq!(f["required"], json!(false), "{f:#}");
+    assert_eq!(f["livePatch"]["pending"], json!(true));
+    assert_eq!(f["reasons"][0]["reason"], json!("LivePatchPending"));
+    let (_, report) = crate::util::check_json(dir.path(), &[]);
+    let rule = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "reboot.live-patch-settled")
+        .unwrap();
+    assert_eq!(rule["status"], json!("fail"));
+
+    std::fs::write(patch.join("transition"), "0\n").unwrap();
+    assert_eq!(facts(dir.path())["livePatch"]["pending"], json!(false));
+}
