@@ -20,5 +20,6 @@ mod kubelet;
 mod node_sink;
 mod os;
 mod reboot;
+mod reboot_live;
 pub mod run;
 mod sysctl;

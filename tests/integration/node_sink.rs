@@ -5,7 +5,7 @@ use std::time::Duration;
 
 #[allow(dead_code)]
 #[path = "../../agent/src/report/kube/tests/apiserver.rs"]
-mod apiserver;
+pub mod apiserver;
 
 use apiserver::{ApiServer, NODE, Route, aks_node};
 
@@ -18,20 +18,26 @@ fn wait_until(what: &str, done: impl FnMut() -> bool) {
     crate::util::wait_until(what, PATIENCE, done);
 }
 
-#[test]
-fn the_agent_reports_drift_and_reboot_on_its_own_node() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = rt.block_on(ApiServer::start(Some(aks_node())));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
+/// A kubeconfig in `dir` for the API-server double (plain HTTP, a bearer token).
+pub fn kubeconfig(api: &ApiServer, dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
     std::fs::write(
-        &kubeconfig,
+        &path,
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: http://{}\nusers:\n- name: t\n  user:\n    token: test-token\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: t\ncurrent-context: t\n",
             api.addr
         ),
     )
     .unwrap();
+    path
+}
+
+#[test]
+fn the_agent_reports_drift_and_reboot_on_its_own_node() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = rt.block_on(ApiServer::start(Some(aks_node())));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kubeconfig(&api, dir.path());
     let host = prepared_host("aks-ubuntu-drifted");
     let agent = Agent::start(
         host.path(),

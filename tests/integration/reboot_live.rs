@@ -1,0 +1,320 @@
+//! End to end: a pending reboot appearing, going and surviving a restart while `nodedrift run`
+//! (the real binary) reports to its own Node through the API-server double and to a
+//! CloudEvents receiver, both in the test process.
+//!
+//! The host is a copy of `aks-ubuntu-clean` (no marker, running the newest installed kernel:
+//! no reboot pending) with a `/run` directory, where Debian's `/var/run` symlink points. The
+//! package list is written before the marker, and the marker is moved into place with its
+//! modification time already set, so each change is one observation: the time and packages
+//! the agent sees are the ones the test chose.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::Signal;
+use nodedrift::clock::{rfc3339_secs, unix_now};
+use nodedrift::report::cloudevents::{CloudEvent, types};
+use serde_json::{Value, json};
+
+use crate::delivery::accepted;
+use crate::http_sink::receiver::{Mode, Receiver};
+use crate::node_sink::apiserver::{ApiServer, NODE, aks_node};
+use crate::node_sink::kubeconfig;
+use crate::run::Agent;
+use crate::util::prepared_host;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const SINCE_ANNOTATION: &str = "nodedrift.dev/reboot-required-since";
+const PACKAGES: [&str; 2] = ["linux-image-5.15.0-1062-azure", "libssl3"];
+
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    crate::util::wait_until(what, PATIENCE, done);
+}
+
+/// The double, the receiver and the host an agent runs against.
+struct Setup {
+    // Serves the double and the receiver; dropped last.
+    _rt: tokio::runtime::Runtime,
+    api: ApiServer,
+    receiver: Receiver,
+    host: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = rt.block_on(ApiServer::start(Some(aks_node())));
+        let receiver = rt.block_on(Receiver::start(Mode::Plain));
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = kubeconfig(&api, dir.path());
+        let host = prepared_host("aks-ubuntu-clean");
+        std::fs::create_dir_all(host.path().join("run")).unwrap();
+        std::fs::create_dir_all(host.path().join("staging")).unwrap();
+        let env = vec![
+            ("NODE_NAME", NODE.to_owned()),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap().to_owned()),
+            ("NODEDRIFT_ENDPOINT", receiver.url()),
+        ];
+        Self {
+            _rt: rt,
+            api,
+            receiver,
+            host,
+            _dir: dir,
+            env,
+        }
+    }
+
+    /// Starts the agent on `state` and waits until its file watches are in place.
+    fn start(&self, state: tempfile::TempDir) -> Agent {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let agent = Agent::start_with_state(self.host.path(), state, &[], &env);
+        agent.wait_ready();
+        agent
+    }
+
+    fn marker(&self) -> PathBuf {
+        self.host.path().join("run/reboot-required")
+    }
+
+    /// Writes the package list, then moves a marker modified at `mtime` (Unix seconds) into
+    /// place, as one change.
+    fn require_reboot(&self, packages: &[&str], mtime: i64) {
+        let list: String = packages.iter().map(|p| format!("{p}\n")).collect();
+        std::fs::write(self.host.path().join("run/reboot-required.pkgs"), list).unwrap();
+        let staged = self.host.path().join("staging/reboot-required");
+        std::fs::write(&staged, "*** System restart required ***\n").unwrap();
+        set_mtime(&staged, at(mtime));
+        std::fs::rename(&staged, self.marker()).unwrap();
+    }
+
+    /// Accepted events of `kind`, in arrival order.
+    fn events(&self, kind: &str) -> Vec<CloudEvent> {
+        accepted(&self.receiver)
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .collect()
+    }
+
+    fn annotation(&self) -> Option<String> {
+        self.api.world().annotation(SINCE_ANNOTATION)
+    }
+
+    fn reboot_condition(&self) -> Option<Value> {
+        self.api.world().condition("RebootRequired")
+    }
+
+    /// Whether a Kubernetes Event with `reason` and a message containing every one of
+    /// `words` was created.
+    fn k8s_event(&self, reason: &str, words: &[&str]) -> Option<Value> {
+        self.api
+            .world()
+            .events
+            .values()
+            .find(|e| {
+                e["reason"] == reason
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| words.iter().all(|w| m.contains(w)))
+            })
+            .cloned()
+    }
+
+    /// Waits for the state a running agent reports about a node with no pending reboot, so
+    /// what follows is a transition.
+    fn wait_no_reboot_reported(&self) {
+        wait_until("RebootRequired=False and a node summary", || {
+            self.reboot_condition()
+                .is_some_and(|c| c["status"] == "False")
+                && !self.events(types::NODE_SUMMARY).is_empty()
+        });
+        assert_eq!(self.annotation(), None);
+    }
+}
+
+fn at(unix: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap())
+}
+
+fn set_mtime(path: &Path, t: SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_modified(t))
+        .unwrap();
+}
+
+/// Distinct ids among `events`, sorted.
+fn ids(events: &[CloudEvent]) -> Vec<String> {
+    let mut ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+#[test]
+fn a_marker_appearing_then_going_is_reported_on_the_node_and_to_the_endpoint() {
+    let s = Setup::new();
+    let agent = s.start(tempfile::tempdir().unwrap());
+    s.wait_no_reboot_reported();
+
+    // (a) The marker appears with its package list.
+    let mtime = unix_now();
+    let since = rfc3339_secs(mtime);
+    s.require_reboot(&PACKAGES, mtime);
+    wait_until(
+        "RebootRequired=True, the since annotation, reboot.required and an Event",
+        || {
+            s.reboot_condition().is_some_and(|c| c["status"] == "True")
+                && s.annotation().is_some()
+                && !s.events(types::REBOOT_REQUIRED).is_empty()
+                && s.k8s_event("RebootRequired", &[]).is_some()
+        },
+    );
+    let cond = s.reboot_condition().unwrap();
+    assert_eq!(cond["reason"], "PackageUpdate", "{cond:#}");
+    let message = cond["message"].as_str().unwrap();
+    for p in PACKAGES {
+        assert!(message.contains(p), "condition names {p}: {message}");
+    }
+    assert!(message.contains(&since), "condition dates it: {message}");
+    assert_eq!(
+        s.annotation().as_deref(),
+        Some(since.as_str()),
+        "the since annotation is the marker's time"
+    );
+    let required = s.events(types::REBOOT_REQUIRED);
+    assert_eq!(
+        ids(&required).len(),
+        1,
+        "one reboot.required: {required:#?}"
+    );
+    assert_eq!(
+        required[0].data,
+        json!({"since": since, "reasons": ["PackageUpdate"], "packages": PACKAGES}),
+    );
+    let event = s.k8s_event("RebootRequired", &[]).unwrap();
+    assert_eq!(event["type"], "Warning", "{event:#}");
+    for p in PACKAGES {
+        assert!(
+            event["message"].as_str().unwrap().contains(p),
+            "the Event names {p}: {event:#}"
+        );
+    }
+
+    // (b) The marker goes (the reboot happened).
+    std::fs::remove_file(s.marker()).unwrap();
+    wait_until(
+        "RebootRequired=False, no since annotation, reboot.cleared and an Event",
+        || {
+            s.reboot_condition().is_some_and(|c| c["status"] == "False")
+                && s.annotation().is_none()
+                && !s.events(types::REBOOT_CLEARED).is_empty()
+                && s.k8s_event("RebootCleared", &[]).is_some()
+        },
+    );
+    let cond = s.reboot_condition().unwrap();
+    assert_eq!(cond["reason"], "NoRebootRequired", "{cond:#}");
+    let cleared = s.events(types::REBOOT_CLEARED);
+    assert_eq!(ids(&cleared).len(), 1, "one reboot.cleared: {cleared:#?}");
+    // The README's data of reboot.cleared: `since`, `reasons`, `packages`; `since` is the start
+    // of the pending period that ended.
+    let data = &cleared[0].data;
+    assert_eq!(data["since"], json!(since), "reboot.cleared data: {data}");
+    assert!(
+        data["reasons"].is_array() && data["packages"].is_array(),
+        "reboot.cleared data: {data}"
+    );
+    assert_eq!(
+        ids(&s.events(types::REBOOT_REQUIRED)).len(),
+        1,
+        "no other reboot.required"
+    );
+
+    s.api.assert_clean();
+    assert_eq!(agent.terminate(), Some(0));
+}
+
+#[test]
+fn a_restart_keeps_the_earliest_since_and_sends_no_second_reboot_required() {
+    let s = Setup::new();
+    let agent = s.start(tempfile::tempdir().unwrap());
+    s.wait_no_reboot_reported();
+
+    let three_days_ago = unix_now() - 3 * 86_400;
+    let since = rfc3339_secs(three_days_ago);
+    s.require_reboot(&PACKAGES, three_days_ago);
+    wait_until("the since annotation and reboot.required", || {
+        s.annotation().is_some() && !s.events(types::REBOOT_REQUIRED).is_empty()
+    });
+    assert_eq!(s.annotation().as_deref(), Some(since.as_str()));
+    let first = s.events(types::REBOOT_REQUIRED);
+    assert_eq!(first[0].data["since"], json!(since), "{:#}", first[0].data);
+
+    let (code, state) = agent.stop(Signal::SIGTERM);
+    assert_eq!(code, Some(0));
+    // While the agent is down the marker is rewritten (another package wanting the reboot):
+    // its time is now newer than the start of the pending period.
+    set_mtime(&s.marker(), SystemTime::now());
+    // The restarted agent finds the Node without the annotation, so what it writes is seen.
+    s.api
+        .world()
+        .node
+        .as_mut()
+        .unwrap()
+        .pointer_mut("/metadata/annotations")
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove(SINCE_ANNOTATION);
+    let summaries = s.events(types::NODE_SUMMARY).len();
+
+    let agent = s.start(state);
+    // The restarted agent's first evaluation queues its reboot events (if any) before its
+    // summary, and the outbox is delivered in order: once its summary has arrived, so has
+    // anything it sent about the reboot.
+    wait_until("the restarted agent's annotation and summary", || {
+        s.annotation().is_some() && s.events(types::NODE_SUMMARY).len() > summaries
+    });
+    assert_eq!(
+        s.annotation().as_deref(),
+        Some(since.as_str()),
+        "the annotation keeps the start of the pending period"
+    );
+    let cond = s.reboot_condition().unwrap();
+    assert_eq!(cond["status"], "True", "{cond:#}");
+    assert!(
+        cond["message"].as_str().unwrap().contains(&since),
+        "{cond:#}"
+    );
+    let summary = s.events(types::NODE_SUMMARY)[summaries].clone();
+    assert_eq!(
+        summary.data["rebootRequiredSince"],
+        json!(since),
+        "{:#}",
+        summary.data
+    );
+    let required = s.events(types::REBOOT_REQUIRED);
+    assert_eq!(
+        ids(&required),
+        ids(&first),
+        "no second reboot.required for the same pending period (a redelivery keeps its id): {required:#?}"
+    );
+    let metrics = agent.wait_metrics("the reboot gauges", |m| {
+        m.contains("\nnodedrift_reboot_required 1\n")
+    });
+    let age: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nodedrift_reboot_required_seconds "))
+        .unwrap_or_else(|| panic!("no reboot age in the metrics:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(age >= 3 * 86_400, "pending for {age} s");
+
+    s.api.assert_clean();
+    assert_eq!(agent.terminate(), Some(0));
+}
