@@ -192,9 +192,14 @@ fn a_marker_appearing_then_going_is_reported_on_the_node_and_to_the_endpoint() {
         1,
         "one reboot.required: {required:#?}"
     );
+    let data = &required[0].data;
+    assert_eq!(data["since"], json!(since), "{data:#}");
+    assert_eq!(data["reasons"], json!(["PackageUpdate"]), "{data:#}");
+    assert_eq!(data["packages"], json!(PACKAGES), "{data:#}");
     assert_eq!(
-        required[0].data,
-        json!({"since": since, "reasons": ["PackageUpdate"], "packages": PACKAGES}),
+        data["details"][0]["file"],
+        json!("/var/run/reboot-required"),
+        "each reason's evidence: {data:#}"
     );
     let event = s.k8s_event("RebootRequired", &[]).unwrap();
     assert_eq!(event["type"], "Warning", "{event:#}");
@@ -222,11 +227,14 @@ fn a_marker_appearing_then_going_is_reported_on_the_node_and_to_the_endpoint() {
     assert_eq!(ids(&cleared).len(), 1, "one reboot.cleared: {cleared:#?}");
     // The README's data of reboot.cleared: `since`, `reasons`, `packages`; `since` is the start
     // of the pending period that ended.
+    // It names what was pending.
     let data = &cleared[0].data;
     assert_eq!(data["since"], json!(since), "reboot.cleared data: {data}");
-    assert!(
-        data["reasons"].is_array() && data["packages"].is_array(),
-        "reboot.cleared data: {data}"
+    assert_eq!(data["reasons"], json!(["PackageUpdate"]), "{data:#}");
+    assert_eq!(data["packages"], json!(PACKAGES), "{data:#}");
+    assert_ne!(
+        cleared[0].id, required[0].id,
+        "each event of the period has its own id"
     );
     assert_eq!(
         ids(&s.events(types::REBOOT_REQUIRED)).len(),
@@ -314,6 +322,66 @@ fn a_restart_keeps_the_earliest_since_and_sends_no_second_reboot_required() {
         .parse()
         .unwrap();
     assert!(age >= 3 * 86_400, "pending for {age} s");
+
+    s.api.assert_clean();
+    assert_eq!(agent.terminate(), Some(0));
+}
+
+/// A package list that grows while the reboot is pending is sent as `reboot.updated`; a reboot
+/// that did not apply the updates (another boot id, a marker still there) sends
+/// `reboot.required` again, dated from the new evidence, with `afterReboot`.
+#[test]
+fn updates_while_pending_and_a_reboot_that_did_not_apply_them() {
+    let s = Setup::new();
+    let agent = s.start(tempfile::tempdir().unwrap());
+    s.wait_no_reboot_reported();
+    let week_ago = unix_now() - 7 * 86_400;
+    s.require_reboot(&PACKAGES, week_ago);
+    wait_until("reboot.required", || {
+        !s.events(types::REBOOT_REQUIRED).is_empty()
+    });
+
+    // Debian appends to .pkgs as each package's hook runs.
+    let mut grown = PACKAGES.to_vec();
+    grown.push("libc6");
+    let list: String = grown.iter().map(|p| format!("{p}\n")).collect();
+    std::fs::write(s.host.path().join("run/reboot-required.pkgs"), list).unwrap();
+    wait_until("reboot.updated and the condition naming libc6", || {
+        !s.events(types::REBOOT_UPDATED).is_empty()
+            && s.reboot_condition()
+                .is_some_and(|c| c["message"].as_str().unwrap_or("").contains("libc6"))
+    });
+    let updated = &s.events(types::REBOOT_UPDATED)[0];
+    assert_eq!(updated.data["packages"], json!(grown), "{:#}", updated.data);
+    assert_eq!(updated.data["since"], json!(rfc3339_secs(week_ago)));
+
+    // The node reboots (a new boot id), but the updates are still not applied: the marker is
+    // there again, written an hour ago.
+    let (code, state) = agent.stop(Signal::SIGTERM);
+    assert_eq!(code, Some(0));
+    std::fs::write(
+        s.host.path().join("proc/sys/kernel/random/boot_id"),
+        "0b3a7f1e-5c2d-4e8f-9a6b-1d2c3e4f5a6b\n",
+    )
+    .unwrap();
+    let hour_ago = unix_now() - 3600;
+    set_mtime(&s.marker(), at(hour_ago));
+    let agent = s.start(state);
+    wait_until("a second reboot.required", || {
+        s.events(types::REBOOT_REQUIRED).len() >= 2
+    });
+    let again = s.events(types::REBOOT_REQUIRED)[1].clone();
+    assert_eq!(again.data["afterReboot"], json!(true), "{:#}", again.data);
+    assert_eq!(again.data["since"], json!(rfc3339_secs(hour_ago)));
+    assert_eq!(again.data["previousSince"], json!(rfc3339_secs(week_ago)));
+    assert_eq!(
+        again.data["bootId"],
+        json!("0b3a7f1e-5c2d-4e8f-9a6b-1d2c3e4f5a6b")
+    );
+    assert_eq!(ids(&s.events(types::REBOOT_REQUIRED)).len(), 2);
+    wait_until("the annotation re-dated", || {
+        s.annotation().as_deref() == Some(rfc3339_secs(hour_ago).as_str())
+    });
 
     s.api.assert_clean();
     assert_eq!(agent.terminate(), Some(0));

@@ -57,8 +57,8 @@ mod store;
 
 pub use outbox::{DroppedEvent, OutboxLimits, OutboxStats, PushOutcome};
 pub use store::{
-    FILE_NAME, Ledger, LedgerError, OpenFinding, PendingReboot, RebootChange, RebootState,
-    Recorded, SCHEMA_VERSION,
+    FILE_NAME, Ledger, LedgerError, OpenFinding, PendingReboot, RebootChange, RebootDetail,
+    RebootState, Recorded, SCHEMA_VERSION,
 };
 
 /// What identifies a finding across scans: its rule and concrete fact path.

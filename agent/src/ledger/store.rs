@@ -58,6 +58,10 @@ const TEXTS: TableDefinition<&str, &str> = TableDefinition::new("texts");
 const KEY_SCHEMA_VERSION: &str = "schema_version";
 const KEY_REBOOT_SINCE: &str = "reboot_pending_since";
 const KEY_REBOOT_BOOT_ID: &str = "reboot_pending_boot_id";
+/// JSON [`RebootDetail`] of the pending reboot.
+const KEY_REBOOT_DETAIL: &str = "reboot_pending_detail";
+/// In `meta`: the number of the current (or last) pending period.
+const KEY_REBOOT_GENERATION: &str = "reboot_generation";
 
 /// A ledger that cannot be opened, read or written. Every variant names the store file.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +147,16 @@ pub struct RebootState {
     pub since: Option<i64>,
     /// The running boot (`/proc/sys/kernel/random/boot_id`), when known.
     pub boot_id: Option<String>,
+    /// Why (`PackageUpdate`, `KernelUpdate`, ...) and the packages named, while pending.
+    pub reasons: Vec<String>,
+    pub packages: Vec<String>,
+}
+
+/// The reasons and packages of a pending reboot, as last recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebootDetail {
+    pub reasons: Vec<String>,
+    pub packages: Vec<String>,
 }
 
 /// A pending reboot as the ledger holds it.
@@ -154,17 +168,30 @@ pub struct PendingReboot {
     pub boot_id: Option<String>,
 }
 
-/// What [`Ledger::set_reboot_pending`] changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What [`Ledger::set_reboot_pending`] changed. `generation` numbers the pending periods
+/// (1, 2, ...), so the events of each have their own ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RebootChange {
     /// A reboot became pending (it was not before); `since` is the time recorded.
-    Started { since: i64 },
+    Started { since: i64, generation: u64 },
     /// The node rebooted, yet a reboot is still required (booted into the old kernel, or new
     /// updates arrived): the start is re-dated from the current evidence. `previous` was the
     /// start before the reboot.
-    Restarted { since: i64, previous: i64 },
-    /// The pending reboot happened (or its marker disappeared); `since` was its start.
-    Cleared { since: i64 },
+    Restarted {
+        since: i64,
+        previous: i64,
+        generation: u64,
+    },
+    /// Still pending, but the reasons or packages changed (say, `.pkgs` grew during an
+    /// upgrade, or a kernel reason joined the marker).
+    Updated { since: i64, generation: u64 },
+    /// The pending reboot happened (or its marker disappeared); `since` was its start, and
+    /// `detail` what was last recorded as pending.
+    Cleared {
+        since: i64,
+        generation: u64,
+        detail: RebootDetail,
+    },
     /// Nothing changed state (an earlier trustworthy `since` may still have been recorded).
     Unchanged,
 }
@@ -288,14 +315,14 @@ impl Ledger {
         scope: Option<&[&str]>,
         reboot: Option<&RebootState>,
         now: i64,
-        events: impl FnOnce(&[Transition], Option<RebootChange>) -> Vec<CloudEvent>,
+        events: impl FnOnce(&[Transition], Option<&RebootChange>) -> Vec<CloudEvent>,
     ) -> Result<Recorded, LedgerError> {
         self.write(|txn| {
             let transitions = self.apply_txn(txn, findings, scope, now)?;
             let reboot = reboot
                 .map(|state| self.reboot_txn(txn, state, now))
                 .transpose()?;
-            let queued = events(&transitions, reboot);
+            let queued = events(&transitions, reboot.as_ref());
             let pushed = self.push_txn(txn, &queued, now)?;
             Ok(Recorded {
                 transitions,
@@ -390,38 +417,79 @@ impl Ledger {
         let observed = state.since.filter(|s| *s <= now);
         let mut times = txn.open_table(TIMES)?;
         let mut texts = txn.open_table(TEXTS)?;
+        let mut meta = txn.open_table(META)?;
         let stored = times.get(KEY_REBOOT_SINCE)?.map(|v| v.value());
         let stored_boot = texts.get(KEY_REBOOT_BOOT_ID)?.map(|v| v.value().to_owned());
+        // A detail that does not decode (written by a future build) is treated as absent.
+        let stored_detail: Option<RebootDetail> = texts
+            .get(KEY_REBOOT_DETAIL)?
+            .and_then(|v| serde_json::from_str(v.value()).ok());
+        let generation = meta.get(KEY_REBOOT_GENERATION)?.map_or(0, |v| v.value());
         let rebooted = matches!((&stored_boot, &state.boot_id), (Some(a), Some(b)) if a != b);
+        let detail = RebootDetail {
+            reasons: state.reasons.clone(),
+            packages: state.packages.clone(),
+        };
         let change = match (state.pending, stored) {
             (true, None) => {
                 let since = observed.unwrap_or(now);
                 times.insert(KEY_REBOOT_SINCE, since)?;
-                RebootChange::Started { since }
+                meta.insert(KEY_REBOOT_GENERATION, generation + 1)?;
+                RebootChange::Started {
+                    since,
+                    generation: generation + 1,
+                }
             }
             (true, Some(previous)) if rebooted => {
                 let since = observed.unwrap_or(now);
                 times.insert(KEY_REBOOT_SINCE, since)?;
-                RebootChange::Restarted { since, previous }
+                meta.insert(KEY_REBOOT_GENERATION, generation + 1)?;
+                RebootChange::Restarted {
+                    since,
+                    previous,
+                    generation: generation + 1,
+                }
             }
             (true, Some(old)) => {
-                if let Some(s) = observed.filter(|s| *s < old) {
-                    times.insert(KEY_REBOOT_SINCE, s)?;
+                let since = match observed.filter(|s| *s < old) {
+                    Some(s) => {
+                        times.insert(KEY_REBOOT_SINCE, s)?;
+                        s
+                    }
+                    None => old,
+                };
+                match &stored_detail {
+                    Some(d) if *d != detail => RebootChange::Updated { since, generation },
+                    _ => RebootChange::Unchanged,
                 }
-                RebootChange::Unchanged
             }
             (false, Some(since)) => {
                 times.remove(KEY_REBOOT_SINCE)?;
                 texts.remove(KEY_REBOOT_BOOT_ID)?;
-                RebootChange::Cleared { since }
+                texts.remove(KEY_REBOOT_DETAIL)?;
+                RebootChange::Cleared {
+                    since,
+                    generation,
+                    detail: stored_detail.clone().unwrap_or_default(),
+                }
             }
             (false, None) => RebootChange::Unchanged,
         };
-        if state.pending
-            && let Some(id) = &state.boot_id
-            && stored_boot.as_deref() != Some(id.as_str())
-        {
-            texts.insert(KEY_REBOOT_BOOT_ID, id.as_str())?;
+        if state.pending {
+            if let Some(id) = &state.boot_id
+                && stored_boot.as_deref() != Some(id.as_str())
+            {
+                texts.insert(KEY_REBOOT_BOOT_ID, id.as_str())?;
+            }
+            if stored_detail.as_ref() != Some(&detail) {
+                let json =
+                    serde_json::to_string(&detail).map_err(|source| LedgerError::Record {
+                        path: self.path_str(),
+                        record: format!("texts[{KEY_REBOOT_DETAIL}]"),
+                        source,
+                    })?;
+                texts.insert(KEY_REBOOT_DETAIL, json.as_str())?;
+            }
         }
         Ok(change)
     }

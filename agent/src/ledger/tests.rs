@@ -343,7 +343,10 @@ fn reboot_pending_keeps_the_earliest_trustworthy_start() {
     );
     assert_eq!(
         l.set_reboot_pending(&pending(true, Some(90)), 100).unwrap(),
-        RebootChange::Started { since: 90 }
+        RebootChange::Started {
+            since: 90,
+            generation: 1
+        }
     );
     // A later start (the marker rewritten) does not move it forward.
     assert_eq!(
@@ -368,13 +371,20 @@ fn reboot_pending_keeps_the_earliest_trustworthy_start() {
     );
     assert_eq!(
         l.set_reboot_pending(&pending(false, None), 150).unwrap(),
-        RebootChange::Cleared { since: 80 }
+        RebootChange::Cleared {
+            since: 80,
+            generation: 1,
+            detail: RebootDetail::default()
+        }
     );
     assert_eq!(l.reboot_pending_since().unwrap(), None);
     assert_eq!(
         l.set_reboot_pending(&pending(true, Some(10_000)), 160)
             .unwrap(),
-        RebootChange::Started { since: 160 },
+        RebootChange::Started {
+            since: 160,
+            generation: 2
+        },
         "an untrustworthy start falls back to now"
     );
 }
@@ -384,7 +394,7 @@ fn pending(pending: bool, since: Option<i64>) -> RebootState {
     RebootState {
         pending,
         since,
-        boot_id: None,
+        ..RebootState::default()
     }
 }
 
@@ -393,7 +403,59 @@ fn in_boot(pending: bool, since: Option<i64>, boot: &str) -> RebootState {
         pending,
         since,
         boot_id: Some(boot.to_owned()),
+        ..RebootState::default()
     }
+}
+
+/// The reasons and packages travel with the pending period: a change is an update, and the
+/// clearing names what was pending.
+#[test]
+fn reboot_detail_changes_are_updates_and_the_clearing_names_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(tmp.path());
+    let with = |reasons: &[&str], packages: &[&str]| RebootState {
+        pending: true,
+        since: Some(100),
+        boot_id: Some("b".into()),
+        reasons: reasons.iter().map(|s| s.to_string()).collect(),
+        packages: packages.iter().map(|s| s.to_string()).collect(),
+    };
+    assert_eq!(
+        l.set_reboot_pending(&with(&["PackageUpdate"], &["libssl3"]), 200)
+            .unwrap(),
+        RebootChange::Started {
+            since: 100,
+            generation: 1
+        }
+    );
+    assert_eq!(
+        l.set_reboot_pending(&with(&["PackageUpdate"], &["libssl3"]), 210)
+            .unwrap(),
+        RebootChange::Unchanged
+    );
+    // `.pkgs` grew after the marker was written.
+    assert_eq!(
+        l.set_reboot_pending(&with(&["PackageUpdate"], &["libssl3", "libc6"]), 220)
+            .unwrap(),
+        RebootChange::Updated {
+            since: 100,
+            generation: 1
+        }
+    );
+    drop(l);
+    let l = open(tmp.path());
+    assert_eq!(
+        l.set_reboot_pending(&in_boot(false, None, "b"), 300)
+            .unwrap(),
+        RebootChange::Cleared {
+            since: 100,
+            generation: 1,
+            detail: RebootDetail {
+                reasons: vec!["PackageUpdate".into()],
+                packages: vec!["libssl3".into(), "libc6".into()],
+            }
+        }
+    );
 }
 
 /// A reboot that did not apply the updates (the old kernel booted, or new ones arrived since)
@@ -405,7 +467,10 @@ fn reboot_pending_is_re_dated_when_still_pending_after_a_reboot() {
     assert_eq!(
         l.set_reboot_pending(&in_boot(true, Some(100), "boot-a"), 200)
             .unwrap(),
-        RebootChange::Started { since: 100 }
+        RebootChange::Started {
+            since: 100,
+            generation: 1
+        }
     );
     // Same boot, agent restarted, newer evidence: the earliest start stays.
     drop(l);
@@ -422,7 +487,8 @@ fn reboot_pending_is_re_dated_when_still_pending_after_a_reboot() {
             .unwrap(),
         RebootChange::Restarted {
             since: 250,
-            previous: 100
+            previous: 100,
+            generation: 2
         }
     );
     assert_eq!(l.reboot_pending_since().unwrap(), Some(250));
@@ -441,13 +507,20 @@ fn reboot_pending_is_re_dated_when_still_pending_after_a_reboot() {
     assert_eq!(
         l.set_reboot_pending(&in_boot(false, None, "boot-c"), 500)
             .unwrap(),
-        RebootChange::Cleared { since: 250 }
+        RebootChange::Cleared {
+            since: 250,
+            generation: 2,
+            detail: RebootDetail::default()
+        }
     );
     // The next need starts afresh in the current boot.
     assert_eq!(
         l.set_reboot_pending(&in_boot(true, None, "boot-c"), 600)
             .unwrap(),
-        RebootChange::Started { since: 600 }
+        RebootChange::Started {
+            since: 600,
+            generation: 3
+        }
     );
 }
 
@@ -879,7 +952,13 @@ fn record_commits_transitions_reboot_and_their_events_together() {
             100,
             |transitions, reboot| {
                 assert_eq!(transitions.len(), 1);
-                assert_eq!(reboot, Some(RebootChange::Started { since: 50 }));
+                assert_eq!(
+                    reboot,
+                    Some(&RebootChange::Started {
+                        since: 50,
+                        generation: 1
+                    })
+                );
                 vec![crate::report::cloudevents::CloudEvent::new(
                     "n",
                     crate::report::cloudevents::types::FINDING_OPENED,

@@ -14,6 +14,7 @@ pub mod types {
     pub const NODE_SUMMARY: &str = "dev.nodedrift.node.summary";
     pub const REBOOT_REQUIRED: &str = "dev.nodedrift.reboot.required";
     pub const REBOOT_CLEARED: &str = "dev.nodedrift.reboot.cleared";
+    pub const REBOOT_UPDATED: &str = "dev.nodedrift.reboot.updated";
     pub const SNAPSHOT_READY: &str = "dev.nodedrift.snapshot.ready";
     pub const BASELINE_REJECTED: &str = "dev.nodedrift.baseline.rejected";
 }

@@ -22,7 +22,7 @@ use crate::inspect::reboot::RebootSummary;
 use crate::ledger::{
     Change, Ledger, LedgerError, PendingReboot, RebootChange, RebootState, Transition,
 };
-use crate::report::cloudevents::{CloudEvent, types};
+use crate::report::cloudevents::{CloudEvent, stable_id, types};
 use crate::report::http::Outbox;
 use crate::report::kube::{NodeEvent, NodeStatusUpdate, system_label_findings};
 use crate::report::metrics::{Health, Metrics};
@@ -189,16 +189,20 @@ impl Publisher {
         let profile = engine.profile().name.clone();
         // Reboot: pending or not, since when, why, and in which boot, from the facts.
         let view = RebootSummary::of(engine.facts());
-        let state = view.as_ref().and_then(|v| {
-            v.required.map(|pending| RebootState {
-                pending,
-                since: v.pending_since_unix,
-                boot_id: v.boot_id.clone(),
-            })
-        });
         let view = view.unwrap_or_default();
         let reasons = view.reboot_reasons();
         let packages = view.packages.clone();
+        let state = view.required.map(|pending| RebootState {
+            pending,
+            since: view.pending_since_unix,
+            boot_id: view.boot_id.clone(),
+            reasons: if pending { reasons.clone() } else { Vec::new() },
+            packages: if pending {
+                packages.clone()
+            } else {
+                Vec::new()
+            },
+        });
         let required_data = |since: i64| {
             json!({"since": rfc3339_secs(since), "reasons": reasons, "packages": packages,
                    "details": view.reboot_details(), "bootId": view.boot_id})
@@ -215,30 +219,54 @@ impl Publisher {
                     .map(|t| self.finding_event(t, &profile, &version, now))
                     .collect();
                 match reboot {
-                    Some(RebootChange::Started { since }) => events.push(self.event(
+                    Some(RebootChange::Started { since, generation }) => events.push(self.event(
                         types::REBOOT_REQUIRED,
                         None,
-                        &since.to_string(),
-                        required_data(since),
+                        &generation.to_string(),
+                        required_data(*since),
                         now,
                     )),
-                    Some(RebootChange::Restarted { since, previous }) => {
-                        let mut data = required_data(since);
+                    Some(RebootChange::Restarted {
+                        since,
+                        previous,
+                        generation,
+                    }) => {
+                        let mut data = required_data(*since);
                         data["afterReboot"] = json!(true);
-                        data["previousSince"] = json!(rfc3339_secs(previous));
+                        data["previousSince"] = json!(rfc3339_secs(*previous));
                         events.push(self.event(
                             types::REBOOT_REQUIRED,
                             None,
-                            &format!("{since}:{}", view.boot_id.as_deref().unwrap_or("")),
+                            &generation.to_string(),
                             data,
                             now,
                         ));
                     }
-                    Some(RebootChange::Cleared { since }) => events.push(self.event(
+                    Some(RebootChange::Updated { since, generation }) => {
+                        // Several updates per pending period: each its own occurrence.
+                        let identity = format!(
+                            "{generation}:{now}:{}",
+                            stable_id(&[&reasons.join(","), &packages.join(",")])
+                        );
+                        events.push(self.event(
+                            types::REBOOT_UPDATED,
+                            None,
+                            &identity,
+                            required_data(*since),
+                            now,
+                        ));
+                    }
+                    Some(RebootChange::Cleared {
+                        since,
+                        generation,
+                        detail,
+                    }) => events.push(self.event(
                         types::REBOOT_CLEARED,
                         None,
-                        &since.to_string(),
-                        json!({"pendingSince": rfc3339_secs(since), "bootId": view.boot_id}),
+                        &generation.to_string(),
+                        json!({"since": rfc3339_secs(*since), "pendingSince": rfc3339_secs(*since),
+                               "reasons": detail.reasons, "packages": detail.packages,
+                               "bootId": view.boot_id}),
                         now,
                     )),
                     Some(RebootChange::Unchanged) | None => {}

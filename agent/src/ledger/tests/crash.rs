@@ -92,7 +92,7 @@ fn crash_writer() {
         let state = crate::ledger::RebootState {
             pending: i % 10 < 5,
             since: Some(now),
-            boot_id: None,
+            ..crate::ledger::RebootState::default()
         };
         l.set_reboot_pending(&state, now).expect("reboot");
     }
