@@ -1,7 +1,6 @@
 //! Integration tests for the os inspector.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -136,9 +135,7 @@ fn garbage_proc_files_give_unknowns_with_paths() {
 
 #[test]
 fn live_host_boot_id_matches_proc() {
-    let start = Instant::now();
     let f = facts(Path::new("/"));
-    assert!(start.elapsed() < Duration::from_secs(10));
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     assert_eq!(f["bootId"], json!(boot_id.trim()));
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();

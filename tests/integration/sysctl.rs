@@ -2,7 +2,6 @@
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -108,7 +107,6 @@ fn hostile_configuration_completes_with_reasons() {
     .unwrap();
     std::fs::create_dir_all(root.join("etc/sysctl.d/40-dir.conf")).unwrap();
     symlink("50-loop.conf", root.join("etc/sysctl.d/50-loop.conf")).unwrap();
-    let start = Instant::now();
     let f = facts(root);
     assert_eq!(f["parseErrors"][0]["line"], json!(2));
     assert_eq!(
@@ -134,14 +132,11 @@ fn hostile_configuration_completes_with_reasons() {
         why.contains("/etc/sysctl.conf") && why.contains("read limit"),
         "{why}"
     );
-    assert!(start.elapsed() < Duration::from_secs(30));
 }
 
 #[test]
 fn live_host_completes_and_reads_proc_sys() {
-    let start = Instant::now();
     let f = facts(Path::new("/"));
-    assert!(start.elapsed() < Duration::from_secs(10));
     for (key, value) in f["runtime"].as_object().unwrap() {
         let Some(v) = value.as_str() else { continue };
         let path = format!(

@@ -225,16 +225,14 @@ fn unreadable_maps_make_a_zero_count_unknown() {
 }
 
 #[test]
-fn live_host_completes_quickly() {
+fn live_host_is_read() {
     let host = HostRoot::new("/").unwrap();
     let procs = ProcessTable::scan(&host);
-    let start = std::time::Instant::now();
     let cf = inspect(&Context {
         host: &host,
         procs: &procs,
         options: &Options::default(),
     });
-    assert!(start.elapsed() < std::time::Duration::from_secs(20));
     let scanned = cf
         .get(&["deletedLibraries", "scanned"])
         .unwrap()

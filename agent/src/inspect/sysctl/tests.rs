@@ -299,12 +299,8 @@ fn fifo_directory_loop_and_dangling_entries_are_ignored_like_systemd_does() {
     symlink("/nowhere", r.path("/etc/sysctl.d/50-dangling.conf")).unwrap();
     // The directory named like a config must not hide the real file of that name below.
     r.write("/usr/lib/sysctl.d/30-dir.conf", "vm.swappiness = 10\n");
-    let start = std::time::Instant::now();
+    // Must not block on the FIFO (a blocked open would hang the test).
     let cf = r.inspect(&[]);
-    assert!(
-        start.elapsed() < std::time::Duration::from_secs(5),
-        "must not block on the FIFO"
-    );
     let ignored = get(&cf, &["ignored"]).unwrap().as_array().unwrap();
     let files: Vec<&str> = ignored
         .iter()
