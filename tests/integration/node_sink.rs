@@ -13,6 +13,8 @@ use crate::run::Agent;
 use crate::util::prepared_host;
 
 const PATIENCE: Duration = Duration::from_secs(60);
+/// The kubelet's `--node-labels` in the aks-ubuntu-drifted fixture.
+const REGISTERED_LABELS: &str = "kubernetes.azure.com/role=agent,agentpool=nodepool1,kubernetes.azure.com/agentpool=nodepool1,kubernetes.azure.com/cluster=MC_rg-aks_aks-prod_westeurope,kubernetes.azure.com/mode=system,kubernetes.azure.com/node-image-version=AKSUbuntu-2204gen2containerd-202501.12.0,kubernetes.azure.com/os-sku=Ubuntu,kubernetes.azure.com/kubelet-identity-client-id=00000000-0000-0000-0000-000000000000,kubernetes.azure.com/storageprofile=managed,kubernetes.azure.com/storagetier=Premium_LRS";
 
 fn wait_until(what: &str, done: impl FnMut() -> bool) {
     crate::util::wait_until(what, PATIENCE, done);
@@ -77,6 +79,23 @@ fn the_agent_reports_drift_and_reboot_on_its_own_node() {
     agent.wait_metrics("the system-label check", |m| {
         m.contains("nodedrift_rule_status{rule=\"node.system-labels-unchanged\",status=\"fail\"} 1")
     });
+    // The Node is watched: the label put back by someone else is seen as it happens.
+    api.edit_node(|n| {
+        // Every system label as the kubelet registered it (--node-labels of the fixture).
+        for kv in REGISTERED_LABELS.split(',') {
+            let (k, v) = kv.split_once('=').unwrap();
+            n["metadata"]["labels"][k] = serde_json::json!(v);
+        }
+    });
+    agent.wait_metrics(
+        "the system-label check passing after the label came back",
+        |m| {
+            m.contains(
+                "nodedrift_rule_status{rule=\"node.system-labels-unchanged\",status=\"pass\"} 1",
+            )
+        },
+    );
+    assert!(api.world().count(Route::WatchNode) >= 1);
     api.assert_clean();
     assert_eq!(agent.terminate(), Some(0));
 }

@@ -27,7 +27,9 @@ use crate::inspect;
 use crate::ledger::{Ledger, OutboxLimits};
 use crate::report::http::SinkCounters;
 use crate::report::http::{EndpointConfig, HttpSink, SinkMetrics};
-use crate::report::kube::{KubeCounters, KubeOptions, KubeSink, PatchKind};
+use crate::report::kube::{
+    KubeCounters, KubeOptions, KubeSink, KubeSinkError, NodeInputs, PatchKind,
+};
 use crate::report::metrics::{self, DeliveryLabels, Health, Metrics, ResultLabels, ScopeLabels};
 
 /// How long triggers arriving together are merged into one re-check. Short enough that a
@@ -42,8 +44,11 @@ const GRACE: Duration = Duration::from_secs(10);
 /// the state).
 const KUBE_EVENT_QUEUE: usize = 64;
 
-/// How often the Node's labels are read for the system-label check.
+/// How often the Node is read where it cannot be watched.
 const LABELS_POLL: Duration = Duration::from_secs(60);
+/// First pause before reading the Node again after a failed read or watch (doubling up to
+/// [`LABELS_POLL`]).
+const NODE_RETRY_MIN: Duration = Duration::from_secs(1);
 
 /// How often the endpoint sink's counters are copied into the Prometheus registry.
 const SINK_METRICS_SYNC: Duration = Duration::from_secs(5);
@@ -221,7 +226,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
                     cancel.clone(),
                 ));
                 tasks.spawn(sink.run(status_rx, events_rx, cancel.clone()));
-                tasks.spawn(poll_node_labels(
+                tasks.spawn(follow_node(
                     reader,
                     publisher.node_labels.clone(),
                     triggers.clone(),
@@ -499,36 +504,61 @@ fn node_name(config: &Config) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Reads the Node's labels every [`LABELS_POLL`]; a change asks for a re-evaluation.
-async fn poll_node_labels(
+/// Follows the agent's own Node: reads it, then watches it (renewed when the API server ends a
+/// watch; read again after a 410 Gone or an error, with a backoff). A label change asks for a
+/// re-evaluation (the system-label check) at once. Where watching is forbidden (RBAC without
+/// `watch` on nodes), the Node is read every [`LABELS_POLL`] instead.
+async fn follow_node(
     reader: KubeSink,
     labels: Arc<std::sync::RwLock<Option<std::collections::BTreeMap<String, String>>>>,
     triggers: Triggers,
     cancel: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(LABELS_POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
+    let mut seen = |inputs: NodeInputs| {
+        let changed = labels
+            .read()
+            .map(|l| l.as_ref() != Some(&inputs.labels))
+            .unwrap_or(false);
+        if changed {
+            if let Ok(mut l) = labels.write() {
+                *l = Some(inputs.labels);
+            }
+            triggers.send(Trigger::Reevaluate, "kubernetes");
         }
-        match reader.node_labels().await {
-            Ok(now) => {
-                let changed = labels
-                    .read()
-                    .map(|l| l.as_ref() != Some(&now))
-                    .unwrap_or(false);
-                if changed {
-                    if let Ok(mut l) = labels.write() {
-                        *l = Some(now);
+    };
+    let mut backoff = NODE_RETRY_MIN;
+    loop {
+        let pause = match reader.node_inputs().await {
+            Ok(inputs) => {
+                let mut version = inputs.resource_version.clone();
+                seen(inputs);
+                loop {
+                    match reader.watch_node(&version, &cancel, &mut seen).await {
+                        Ok(v) => {
+                            if cancel.is_cancelled() {
+                                return;
+                            }
+                            version = v;
+                            backoff = NODE_RETRY_MIN;
+                        }
+                        Err(KubeSinkError::Forbidden { .. }) => break LABELS_POLL,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "The watch of the Node ended; reading it again.");
+                            backoff = (backoff * 2).min(LABELS_POLL);
+                            break backoff;
+                        }
                     }
-                    triggers.send(Trigger::Reevaluate, "kubernetes");
                 }
             }
             Err(e) => {
-                tracing::debug!(error = %e, "Cannot read the Node's labels; the system-label check waits.")
+                tracing::debug!(error = %e, "Cannot read the Node; the system-label check waits.");
+                backoff = (backoff * 2).min(LABELS_POLL);
+                backoff
             }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }

@@ -202,6 +202,8 @@ pub enum KubeSinkError {
         resource: &'static str,
         name: String,
     },
+    #[error("watch nodes {name:?}: the resourceVersion is too old (410 Gone); read the Node again")]
+    Gone { name: String },
     #[error("{verb} {resource} {name:?}: conflict ({message})")]
     Conflict {
         verb: &'static str,
@@ -266,6 +268,7 @@ impl KubeSinkError {
         match self {
             Self::Throttled { retry_after, .. } => Retry::Soon(retry_after.unwrap_or_default()),
             Self::Conflict { .. }
+            | Self::Gone { .. }
             | Self::Server { .. }
             | Self::Transport { .. }
             | Self::Timeout { .. } => Retry::Soon(Duration::ZERO),
@@ -293,6 +296,10 @@ struct Op {
 
 const GET_NODE: Op = Op {
     verb: "get",
+    resource: "nodes",
+};
+const WATCH_NODE: Op = Op {
+    verb: "watch",
     resource: "nodes",
 };
 const PATCH_NODE: Op = Op {
@@ -387,6 +394,35 @@ pub fn valid_node_name(name: &str) -> bool {
                 && b[0] != b'-'
                 && b[b.len() - 1] != b'-'
         })
+}
+
+/// How long one watch of the Node lasts before the API server ends it and it is renewed.
+const WATCH_TIMEOUT_SECS: u32 = 290;
+
+/// What the Node says that the agent acts on (rather than writes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInputs {
+    pub labels: BTreeMap<String, String>,
+    /// The `nodedrift.dev/` annotations only.
+    pub annotations: BTreeMap<String, String>,
+    pub resource_version: String,
+}
+
+impl NodeInputs {
+    fn of(node: &Node) -> Self {
+        let meta = &node.metadata;
+        Self {
+            labels: meta.labels.clone().unwrap_or_default(),
+            annotations: meta
+                .annotations
+                .iter()
+                .flatten()
+                .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            resource_version: meta.resource_version.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// What the Node said last time it was read or written (only what the sink needs).
@@ -582,11 +618,87 @@ impl KubeSink {
         Arc::clone(&self.metrics)
     }
 
-    /// The Node's labels, read now (for [`system_label_findings`]).
-    pub async fn node_labels(&self) -> Result<BTreeMap<String, String>, KubeSinkError> {
+    /// What the Node says that the agent acts on, read now: its labels (for
+    /// [`system_label_findings`]), its `nodedrift.dev/` annotations (requests such as
+    /// `snapshot-request`), and its resourceVersion (to watch from).
+    pub async fn node_inputs(&self) -> Result<NodeInputs, KubeSinkError> {
         let mut st = self.state.lock().await;
-        let view = self.read_node(&mut st).await?;
-        Ok(view.labels)
+        let r = self
+            .call(GET_NODE, &self.node_name, self.nodes.get(&self.node_name))
+            .await;
+        self.metrics.node_read(r.is_ok());
+        let node = self.settle(&mut st, GET_NODE, r)?;
+        st.node = Some(NodeView::of(&node));
+        Ok(NodeInputs::of(&node))
+    }
+
+    /// Watches this Node (and no other: a field selector on its name) from `version`, calling
+    /// `changed` with each new state, until the API server ends the watch (its timeout, about
+    /// five minutes), `cancel` fires, or an error. Returns the last resourceVersion seen, to
+    /// watch on from; [`KubeSinkError::Gone`] means it is too old and the Node must be read
+    /// again.
+    pub async fn watch_node(
+        &self,
+        version: &str,
+        cancel: &tokio_util::sync::CancellationToken,
+        mut changed: impl FnMut(NodeInputs),
+    ) -> Result<String, KubeSinkError> {
+        use futures_util::StreamExt as _;
+        let params = kube::api::WatchParams::default()
+            .fields(&format!("metadata.name={}", self.node_name))
+            .timeout(WATCH_TIMEOUT_SECS);
+        let stream = self
+            .call(
+                WATCH_NODE,
+                &self.node_name,
+                self.nodes.watch(&params, version),
+            )
+            .await;
+        let stream = {
+            let mut st = self.state.lock().await;
+            self.settle(&mut st, WATCH_NODE, stream)?
+        };
+        let mut stream = std::pin::pin!(stream);
+        let mut last = version.to_owned();
+        loop {
+            let next = tokio::select! {
+                () = cancel.cancelled() => return Ok(last),
+                next = stream.next() => next,
+            };
+            match next {
+                None => return Ok(last),
+                Some(Ok(
+                    kube::api::WatchEvent::Added(node) | kube::api::WatchEvent::Modified(node),
+                )) => {
+                    let inputs = NodeInputs::of(&node);
+                    last.clone_from(&inputs.resource_version);
+                    changed(inputs);
+                }
+                Some(Ok(kube::api::WatchEvent::Bookmark(b))) => {
+                    last = b.metadata.resource_version;
+                }
+                Some(Ok(kube::api::WatchEvent::Deleted(_))) => {
+                    return Err(KubeSinkError::NotFound {
+                        verb: WATCH_NODE.verb,
+                        resource: WATCH_NODE.resource,
+                        name: self.node_name.clone(),
+                    });
+                }
+                Some(Ok(kube::api::WatchEvent::Error(e))) if e.code == 410 => {
+                    return Err(KubeSinkError::Gone {
+                        name: self.node_name.clone(),
+                    });
+                }
+                Some(Ok(kube::api::WatchEvent::Error(e))) => {
+                    return Err(classify(
+                        WATCH_NODE,
+                        &self.node_name,
+                        kube::Error::Api(e),
+                    ));
+                }
+                Some(Err(e)) => return Err(classify(WATCH_NODE, &self.node_name, e)),
+            }
+        }
     }
 
     /// Brings the Node in line with `desired`: patches the annotations and the conditions that

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -22,12 +22,17 @@ pub const NODE_UID: &str = "6f1b3c2e-9d4a-4e7b-8f0a-2c5d7e9b1a34";
 const NODE_PATH: &str = "/api/v1/nodes/aks-nodepool1-12345678-vmss000000";
 const STATUS_PATH: &str = "/api/v1/nodes/aks-nodepool1-12345678-vmss000000/status";
 const EVENTS_PATH: &str = "/api/v1/namespaces/default/events";
+const NODES_PATH: &str = "/api/v1/nodes";
+/// How often an open watch looks for a new resourceVersion of the Node.
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 const OWNED: [&str; 2] = ["NodeDrift", "RebootRequired"];
 
 /// The requests nodedrift may make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     GetNode,
+    /// `GET /api/v1/nodes?watch=true&fieldSelector=metadata.name=<this node>` only.
+    WatchNode,
     PatchNode,
     PatchStatus,
     CreateEvent,
@@ -143,6 +148,14 @@ impl ApiServer {
         self.world.lock().expect("world lock")
     }
 
+    /// Changes the Node as another client would (a new resourceVersion: open watches see it).
+    pub fn edit_node(&self, f: impl FnOnce(&mut Value)) {
+        let mut w = self.world();
+        let n = w.node.as_mut().expect("a node to edit");
+        f(n);
+        bump(n);
+    }
+
     pub fn fail_next(&self, route: Route, code: u16) {
         self.world().faults.push_back((route, code));
     }
@@ -192,7 +205,73 @@ async fn serve(listener: TcpListener, world: Arc<Mutex<World>>) {
     }
 }
 
-async fn handle(req: Request<Incoming>, world: &Mutex<World>) -> Response<Full<Bytes>> {
+/// A response body: whole, or the lines of a watch as they happen.
+#[derive(Debug)]
+pub enum Reply {
+    Whole(Option<Bytes>),
+    Lines(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Reply::Whole(b) => {
+                std::task::Poll::Ready(b.take().map(|b| Ok(hyper::body::Frame::data(b))))
+            }
+            Reply::Lines(rx) => rx
+                .poll_recv(cx)
+                .map(|l| l.map(|b| Ok(hyper::body::Frame::data(b)))),
+        }
+    }
+}
+
+/// Streams the Node's changes after resourceVersion `from` as watch events, one JSON line each,
+/// until the client goes away or the Node is deleted.
+fn watch_lines(world: Arc<Mutex<World>>, from: u64) -> Reply {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut last = from;
+        loop {
+            let node = world.lock().expect("world lock").node.clone();
+            let line = match node {
+                Some(n) => {
+                    let rv: u64 = n["metadata"]["resourceVersion"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    (rv > last).then(|| {
+                        last = rv;
+                        json!({"type": "MODIFIED", "object": n})
+                    })
+                }
+                None => Some(
+                    json!({"type": "DELETED", "object": {"apiVersion": "v1", "kind": "Node",
+                                    "metadata": {"name": NODE, "resourceVersion": last.to_string()}}}),
+                ),
+            };
+            if let Some(l) = &line {
+                if tx.send(Bytes::from(format!("{l}\n"))).await.is_err() {
+                    return;
+                }
+                if l["type"] == "DELETED" {
+                    return;
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(WATCH_POLL).await;
+        }
+    });
+    Reply::Lines(rx)
+}
+
+async fn handle(req: Request<Incoming>, world: &Arc<Mutex<World>>) -> Response<Reply> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -215,7 +294,7 @@ async fn handle(req: Request<Incoming>, world: &Mutex<World>) -> Response<Full<B
     };
 
     let mut w = world.lock().expect("world lock");
-    let route = route_of(&method, &path);
+    let route = route_of(&method, &path, &query);
     let (status, answer) = match route {
         None => {
             w.violations
@@ -234,6 +313,23 @@ async fn handle(req: Request<Incoming>, world: &Mutex<World>) -> Response<Full<B
             } else if let Some(i) = w.faults.iter().position(|(r, _)| *r == route) {
                 let (_, code) = w.faults.remove(i).expect("fault");
                 (code, fault_body(code))
+            } else if route == Route::WatchNode {
+                let from = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("resourceVersion="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                w.requests.push(Recorded {
+                    route: Some(route),
+                    body,
+                    status: 200,
+                });
+                drop(w);
+                return Response::builder()
+                    .status(StatusCode::OK)
+                    .header(hyper::header::CONTENT_TYPE, "application/json")
+                    .body(watch_lines(Arc::clone(world), from))
+                    .expect("response");
             } else {
                 apply(&mut w, route, &path, &body)
             }
@@ -248,13 +344,16 @@ async fn handle(req: Request<Incoming>, world: &Mutex<World>) -> Response<Full<B
     Response::builder()
         .status(StatusCode::from_u16(status).expect("status"))
         .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(answer.to_string())))
+        .body(Reply::Whole(Some(Bytes::from(answer.to_string()))))
         .expect("response")
 }
 
-fn route_of(method: &Method, path: &str) -> Option<Route> {
+fn route_of(method: &Method, path: &str, query: &str) -> Option<Route> {
     match (method.as_str(), path) {
         ("GET", NODE_PATH) => Some(Route::GetNode),
+        ("GET", NODES_PATH) if query.split('&').any(|kv| kv == "watch=true") => {
+            Some(Route::WatchNode)
+        }
         ("PATCH", NODE_PATH) => Some(Route::PatchNode),
         ("PATCH", STATUS_PATH) => Some(Route::PatchStatus),
         ("POST", EVENTS_PATH) => Some(Route::CreateEvent),
@@ -278,6 +377,14 @@ fn check(route: Route, query: &str, content_type: &str, body: &Value) -> Vec<Str
     let field_manager = query.split('&').any(|kv| kv == "fieldManager=nodedrift");
     match route {
         Route::GetNode => want(body.is_null(), "GET with a body"),
+        Route::WatchNode => {
+            want(body.is_null(), "GET with a body");
+            let own = format!("fieldSelector=metadata.name%3D{NODE}");
+            want(
+                query.split('&').any(|kv| kv == own),
+                "a watch of nodes other than this one (no fieldSelector on its name)",
+            );
+        }
         Route::PatchNode => {
             want(
                 content("application/merge-patch+json"),
@@ -427,6 +534,11 @@ fn is_rfc3339(v: &Value) -> bool {
 /// Serves a valid request the way the API server would.
 fn apply(w: &mut World, route: Route, path: &str, body: &Value) -> (u16, Value) {
     match route {
+        // Served as a stream by `handle`.
+        Route::WatchNode => (
+            500,
+            status_body(500, "InternalError", "watch served elsewhere"),
+        ),
         Route::GetNode => match &w.node {
             Some(n) => (200, n.clone()),
             None => (404, not_found()),

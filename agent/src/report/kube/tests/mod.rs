@@ -753,14 +753,14 @@ async fn node_labels_feed_the_system_label_check() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let labels = guarded(sink.node_labels()).await.expect("labels");
+    let labels = guarded(sink.node_inputs()).await.expect("labels").labels;
     let f = system_label_findings(&labels, &registered);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].status, Status::Pass);
 
     server.world().node.as_mut().expect("node")["metadata"]["labels"]["kubernetes.azure.com/mode"] =
         json!("user");
-    let labels = guarded(sink.node_labels()).await.expect("labels");
+    let labels = guarded(sink.node_inputs()).await.expect("labels").labels;
     let f = system_label_findings(&labels, &registered);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].status, Status::Fail);
@@ -811,4 +811,61 @@ async fn node_names_that_are_not_dns_subdomains_are_refused() {
         let name = sink.event_name(&mut st, SystemTime::now());
         assert!(valid_node_name(&name), "{name}");
     }
+}
+
+/// The Node is watched (one request, this node only), so a label or a `nodedrift.dev/`
+/// annotation set by someone else reaches the agent as it happens; a deleted Node ends the
+/// watch with "not found".
+#[tokio::test]
+async fn the_own_node_is_watched() {
+    let server = ApiServer::start(Some(aks_node())).await;
+    let sink = Arc::new(sink(&server, fast()));
+    let first = guarded(sink.node_inputs()).await.expect("read");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let task = {
+        let (sink, cancel, version) = (Arc::clone(&sink), cancel.clone(), first.resource_version);
+        tokio::spawn(async move {
+            sink.watch_node(&version, &cancel, |i| {
+                let _ = tx.send(i);
+            })
+            .await
+        })
+    };
+    server.edit_node(|n| {
+        n["metadata"]["annotations"]["nodedrift.dev/snapshot-request"] = json!("r1");
+        n["metadata"]["annotations"]["team.example/owner"] = json!("ops");
+    });
+    let got = guarded(rx.recv()).await.expect("a change");
+    assert_eq!(
+        got.annotations.get("nodedrift.dev/snapshot-request"),
+        Some(&"r1".to_owned())
+    );
+    assert!(
+        got.annotations
+            .keys()
+            .all(|k| k.starts_with("nodedrift.dev/")),
+        "only our annotations are passed on: {got:?}"
+    );
+    server.edit_node(|n| n["metadata"]["labels"]["kubernetes.azure.com/mode"] = json!("user"));
+    let got = guarded(rx.recv()).await.expect("another change");
+    assert_eq!(got.labels["kubernetes.azure.com/mode"], "user");
+    cancel.cancel();
+    let last = guarded(task).await.expect("task").expect("ended cleanly");
+    assert_eq!(last, got.resource_version, "where to watch on from");
+
+    // Deleted while watched: the watch ends with "not found".
+    let cancel = CancellationToken::new();
+    let task = {
+        let (sink, cancel) = (Arc::clone(&sink), cancel.clone());
+        tokio::spawn(async move { sink.watch_node(&last, &cancel, |_| {}).await })
+    };
+    server.world().node = None;
+    let ended = guarded(task).await.expect("task");
+    assert!(
+        matches!(ended, Err(KubeSinkError::NotFound { .. })),
+        "{ended:?}"
+    );
+    assert_eq!(server.world().count(Route::WatchNode), 2);
+    server.assert_clean();
 }
