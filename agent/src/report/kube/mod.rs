@@ -37,8 +37,13 @@
 //! Events are best effort: those still waiting for the API server when the loop is cancelled are
 //! dropped (the ledger and the central endpoint keep the durable record).
 //!
-//! RBAC the agent needs: `get`, `patch` on `nodes`; `patch` on `nodes/status`; `create`,
-//! `patch` on `events` (core group). Nothing else is ever written.
+//! **Reading.** The agent watches its own Node (a field selector on its name, never the node
+//! list): label changes feed the system-label check and `nodedrift.dev/` requests reach the
+//! agent as they happen ([`KubeSink::watch_node`]).
+//!
+//! RBAC the agent needs: `get`, `watch`, `patch` on `nodes` (`list` is granted for kube's watch
+//! semantics); `patch` on `nodes/status`; `create`, `patch` on `events` (core group). Nothing
+//! else is ever written.
 
 mod desired;
 mod events;
