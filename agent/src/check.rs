@@ -246,7 +246,13 @@ fn check_files(
         missing_roots: Vec::new(),
         note: Some(note),
     };
-    let store = match Store::open(state_dir) {
+    // The read-write open also verifies every page; where the state directory is read-only
+    // (nodedrift-check.service's is), the store is read without writing to it.
+    let opened = match Store::open(state_dir) {
+        Err(StoreError::NotWritable { .. }) => Store::open_read_only(state_dir),
+        other => other,
+    };
+    let store = match opened {
         Ok(s) => s,
         Err(e @ StoreError::NotCaptured { .. }) if ad_hoc => return Err(e.into()),
         Err(e @ StoreError::NotCaptured { .. }) => return Ok(empty("not-captured", e.to_string())),

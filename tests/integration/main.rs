@@ -23,3 +23,4 @@ mod reboot;
 mod reboot_live;
 pub mod run;
 mod sysctl;
+mod systemd_unit;

@@ -76,6 +76,13 @@ pub enum StoreError {
     NewerSchema { path: String, found: u64 },
     #[error("{path}: another process holds the store (waited {LOCK_WAIT:?})")]
     Busy { path: String },
+    /// The file cannot be opened for writing (a read-only state directory, as `check` has in
+    /// its unit): nothing is wrong with the store itself.
+    #[error("{path}: cannot be opened for writing: {source}")]
+    NotWritable {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Storage { path: String, source: redb::Error },
 }
@@ -288,6 +295,17 @@ fn with_lock_wait<T>(
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Busy {
                     path: name.to_owned(),
+                });
+            }
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(source)))
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                return Err(StoreError::NotWritable {
+                    path: name.to_owned(),
+                    source,
                 });
             }
             Err(e) => {
