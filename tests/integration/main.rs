@@ -9,6 +9,7 @@ mod util;
 mod check;
 mod cli;
 mod delivery;
+mod deploy;
 mod files;
 mod files_run;
 mod hostile;

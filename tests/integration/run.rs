@@ -49,17 +49,23 @@ impl Agent {
             .arg(state.path())
             .arg("--host-root")
             .arg(root)
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("NODEDRIFT_TEST_AGENT_LOG")
-                    .unwrap_or_else(|_| "nodedrift=info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .args(extra);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::spawn(cmd, state)
+    }
+
+    /// Starts `cmd`, a command that ends up running `nodedrift run --listen 127.0.0.1:0 ...`
+    /// (the binary itself, or a wrapper that execs it), and waits until it says where it
+    /// listens.
+    pub fn spawn(mut cmd: std::process::Command, state: tempfile::TempDir) -> Self {
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("NODEDRIFT_TEST_AGENT_LOG").unwrap_or_else(|_| "nodedrift=info".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn nodedrift run");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();

@@ -15,6 +15,13 @@ pub fn fixture_host(name: &str) -> PathBuf {
 /// A command running the real `nodedrift` binary, with a clean environment for its knobs.
 pub fn nodedrift() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nodedrift"));
+    clean_env(&mut c);
+    c
+}
+
+/// Removes the variables `nodedrift` reads from `c`'s environment (and turns colour off), for a
+/// command that runs the binary itself or through a wrapper.
+pub fn clean_env(c: &mut Command) -> &mut Command {
     c.env_remove("NODEDRIFT_HOST_ROOT")
         .env_remove("NODEDRIFT_PROFILE")
         .env_remove("NODEDRIFT_STATE_DIR")
@@ -27,8 +34,7 @@ pub fn nodedrift() -> Command {
         .env_remove("KUBECONFIG")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env("NO_COLOR", "1")
-        .env("RUST_LOG", "warn");
-    c
+        .env("RUST_LOG", "warn")
 }
 
 /// Runs `nodedrift args...` and returns its output.
