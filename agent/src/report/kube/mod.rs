@@ -695,11 +695,7 @@ impl KubeSink {
                     });
                 }
                 Some(Ok(kube::api::WatchEvent::Error(e))) => {
-                    return Err(classify(
-                        WATCH_NODE,
-                        &self.node_name,
-                        kube::Error::Api(e),
-                    ));
+                    return Err(classify(WATCH_NODE, &self.node_name, kube::Error::Api(e)));
                 }
                 Some(Err(e)) => return Err(classify(WATCH_NODE, &self.node_name, e)),
             }
