@@ -15,6 +15,7 @@ pub mod host;
 pub mod inspect;
 pub mod ledger;
 pub mod localfile;
+pub mod redact;
 pub mod report;
 pub mod run;
 pub mod sys;
