@@ -314,6 +314,14 @@ impl HostRoot {
         Ok((fd, st))
     }
 
+    /// Opens a regular file for a streaming read (same checks as [`HostRoot::read`]: regular
+    /// files only, resolved inside the root). The caller bounds what it reads (`take`), so a
+    /// file can be processed line by line without holding it whole.
+    pub fn open_file(&self, path: &Path) -> Result<(File, FileMeta), HostError> {
+        let (fd, st) = self.open_regular(path)?;
+        Ok((File::from(fd), st))
+    }
+
     /// Reads at most the last `max` bytes of a regular file of any size (logs such as
     /// `/var/log/wtmp` grow without bound). Returns the file offset the bytes start at, so a
     /// caller parsing fixed-size records can realign. Same checks as [`HostRoot::read`]:
