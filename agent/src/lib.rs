@@ -18,5 +18,6 @@ pub mod localfile;
 pub mod redact;
 pub mod report;
 pub mod run;
+pub mod snapshot;
 pub mod sys;
 pub mod yamlpos;

@@ -65,6 +65,7 @@ use procinfo::{Chain, ProcReader};
 use sessions::LoginCache;
 
 pub use crate::redact::argv as redact;
+pub(crate) use procinfo::cgroup_ids;
 pub use sessions::{SessionScan, SshSession, scan_ssh_sessions, ssh_sessions};
 
 /// How long a recorded change is remembered.

@@ -439,6 +439,29 @@ impl HostRoot {
         Ok(out)
     }
 
+    /// The link texts of the symlinks in directory `path` (`/proc/<pid>/fd`: `socket:[1234]`,
+    /// `/var/log/x.log`), read through one directory fd; nothing is followed. Entries that are
+    /// not links, or vanish meanwhile (a file descriptor closed), are skipped.
+    pub fn read_links(
+        &self,
+        path: &Path,
+        limit: usize,
+    ) -> Result<Vec<(OsString, PathBuf)>, HostError> {
+        let names: Vec<OsString> = self
+            .read_dir(path, limit)?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        let dir = self.resolve(path, OFlag::O_PATH | OFlag::O_DIRECTORY, true)?;
+        Ok(names
+            .into_iter()
+            .filter_map(|n| {
+                let target = readlinkat(dir.as_fd(), n.as_os_str()).ok()?;
+                Some((n, PathBuf::from(target)))
+            })
+            .collect())
+    }
+
     /// Resolves `path` inside the root and opens it with `flags`.
     fn resolve(&self, path: &Path, flags: OFlag, follow_last: bool) -> Result<OwnedFd, HostError> {
         let rel = relative(path);
