@@ -94,6 +94,45 @@ impl Write for Hasher<'_> {
     }
 }
 
+/// Reads a sequence of byte slices as one stream, hashing it, and never more than `left`.
+struct Chunks<'c, I: Iterator<Item = &'c [u8]>> {
+    chunks: I,
+    cur: &'c [u8],
+    ctx: ring::digest::Context,
+    left: u64,
+}
+
+impl<'c, I: Iterator<Item = &'c [u8]>> Chunks<'c, I> {
+    /// Moves to the next non-empty chunk; false at the end.
+    fn next_chunk(&mut self) -> bool {
+        while self.cur.is_empty() {
+            match self.chunks.next() {
+                Some(c) => self.cur = c,
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+impl<'c, I: Iterator<Item = &'c [u8]>> io::Read for Chunks<'c, I> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || !self.next_chunk() {
+            return Ok(0);
+        }
+        let n = self
+            .cur
+            .len()
+            .min(buf.len())
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.ctx.update(&self.cur[..n]);
+        self.cur = &self.cur[n..];
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Entry content that does not fit.
 #[derive(Debug)]
 pub struct NoRoom;
@@ -197,28 +236,54 @@ impl<'w> Bundle<'w> {
     /// Appends an entry, or [`NoRoom`] when it would break the cap (nothing is written then).
     /// `Err(Ok(io))`-style: the outer error is the writer's and ends the snapshot.
     pub fn append(&mut self, path: &str, data: &[u8]) -> io::Result<Result<(), NoRoom>> {
+        self.append_chunks(path, data.len() as u64, std::iter::once(data))
+    }
+
+    /// Appends an entry of `size` bytes made of `chunks` (log lines and their newlines),
+    /// streamed into the archive without joining them first.
+    pub fn append_chunks<'c>(
+        &mut self,
+        path: &str,
+        size: u64,
+        chunks: impl Iterator<Item = &'c [u8]>,
+    ) -> io::Result<Result<(), NoRoom>> {
         let path = self.unique(path);
-        if data.len() as u64 > self.room(&path) {
+        if size > self.room(&path) {
             return Ok(Err(NoRoom));
         }
-        self.write_entry(&path, data)?;
+        self.write_entry(&path, size, chunks)?;
         self.reserved += manifest_line_cost(&path);
         Ok(Ok(()))
     }
 
-    fn write_entry(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
+    fn write_entry<'c>(
+        &mut self,
+        path: &str,
+        size: u64,
+        chunks: impl Iterator<Item = &'c [u8]>,
+    ) -> io::Result<()> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
-        h.set_size(data.len() as u64);
+        h.set_size(size);
         h.set_mode(0o600);
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(self.mtime);
-        self.tar.append_data(&mut h, path, data)?;
+        let mut reader = Chunks {
+            chunks,
+            cur: &[],
+            ctx: ring::digest::Context::new(&ring::digest::SHA256),
+            left: size,
+        };
+        self.tar.append_data(&mut h, path, &mut reader)?;
+        if reader.left != 0 || reader.next_chunk() {
+            // The chunks did not add up to `size`: the archive is now inconsistent.
+            return Err(io::Error::other(format!("{path}: entry size mismatch")));
+        }
         self.entries.push(EntryRecord {
             path: path.to_owned(),
-            size: data.len() as u64,
-            sha256: sha256_hex(data),
+            size,
+            sha256: crate::files::entry::hex(reader.ctx.finish().as_ref()),
         });
         self.paths.insert(path.to_owned());
         Ok(())
@@ -279,9 +344,17 @@ impl<'w> Bundle<'w> {
         errors_json: &[u8],
         manifest: impl FnOnce(&[EntryRecord]) -> Vec<u8>,
     ) -> io::Result<(String, u64, usize)> {
-        self.write_entry("errors.json", errors_json)?;
+        self.write_entry(
+            "errors.json",
+            errors_json.len() as u64,
+            std::iter::once(errors_json),
+        )?;
         let m = manifest(&self.entries);
-        self.write_entry("manifest.json", &m)?;
+        self.write_entry(
+            "manifest.json",
+            m.len() as u64,
+            std::iter::once(m.as_slice()),
+        )?;
         let entries = self.entries.len();
         let counter = self.tar.into_inner()?;
         let mut hasher = counter.inner.finish()?;
@@ -295,14 +368,13 @@ impl<'w> Bundle<'w> {
     }
 }
 
-/// Lowercase hex SHA-256 of `data`.
-pub fn sha256_hex(data: &[u8]) -> String {
-    crate::files::entry::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sha256_hex(data: &[u8]) -> String {
+        crate::files::entry::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+    }
 
     #[test]
     fn an_entry_that_does_not_fit_is_refused_and_nothing_is_written() {

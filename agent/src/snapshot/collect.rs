@@ -107,6 +107,33 @@ impl Ctx<'_, '_> {
         }
     }
 
+    /// Appends an entry made of lines (each followed by a newline) without joining them.
+    pub fn add_lines<'l>(
+        &mut self,
+        path: &str,
+        lines: impl Iterator<Item = &'l str> + Clone,
+    ) -> io::Result<bool> {
+        let size: u64 = lines.clone().map(|l| l.len() as u64 + 1).sum();
+        if size > self.room(path) {
+            let reason = self.limit_reason(path);
+            self.trim(path, reason, json!({ "bytes": size }));
+            return Ok(false);
+        }
+        let chunks = lines.flat_map(|l| [l.as_bytes(), b"\n".as_slice()]);
+        match self.bundle.append_chunks(path, size, chunks)? {
+            Ok(()) => {
+                self.used += size;
+                self.entries += 1;
+                Ok(true)
+            }
+            Err(_) => {
+                let reason = self.limit_reason(path);
+                self.trim(path, reason, json!({ "bytes": size }));
+                Ok(false)
+            }
+        }
+    }
+
     /// Appends a JSON entry (pretty-printed).
     pub fn add_json(&mut self, path: &str, v: &impl Serialize) -> io::Result<bool> {
         match serde_json::to_vec_pretty(v) {

@@ -402,15 +402,8 @@ fn write_sources(
             let offset = rep.zone_offset;
             finish_report(&lines, &mut rep, offset);
         }
-        if !lines.is_empty() {
-            let mut out = String::with_capacity(total as usize);
-            for l in &lines {
-                out.push_str(&l.text);
-                out.push('\n');
-            }
-            if ctx.add(&entry, out.as_bytes())? {
-                rep.entry = Some(entry);
-            }
+        if !lines.is_empty() && ctx.add_lines(&entry, lines.iter().map(|l| l.text.as_str()))? {
+            rep.entry = Some(entry);
         }
         reports.push(rep);
     }

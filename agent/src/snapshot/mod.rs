@@ -76,8 +76,9 @@ pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 256 << 20;
 pub const MIN_BUNDLE_BYTES: u64 = 256 << 10;
 /// Default time budget of one collector.
 pub const DEFAULT_COLLECTOR_TIME: Duration = Duration::from_secs(10);
-/// Default size budget of one collector (bytes of the entries it writes, uncompressed).
-pub const DEFAULT_COLLECTOR_BYTES: u64 = 32 << 20;
+/// Default size budget of one collector (bytes of the entries it writes, uncompressed). It
+/// also bounds the memory a collector holds: an entry is built whole before it is appended.
+pub const DEFAULT_COLLECTOR_BYTES: u64 = 16 << 20;
 /// Default number of log lines kept per source (the newest).
 pub const DEFAULT_LOG_LINES: usize = 5000;
 /// Default age of the oldest log line kept, in minutes (when its time can be read).
@@ -110,7 +111,7 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 pub struct Limits {
     /// The compressed bundle is never larger than this. Default 256 MiB.
     pub max_bundle_bytes: u64,
-    /// Budget of every collector not named in `budgets`. Default 10 s and 32 MiB.
+    /// Budget of every collector not named in `budgets`. Default 10 s and 16 MiB.
     pub collector: Budget,
     /// Budgets of named collectors (`logs`, `processes`, ...).
     pub budgets: BTreeMap<String, Budget>,
