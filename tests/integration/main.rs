@@ -22,4 +22,5 @@ mod os;
 mod reboot;
 mod reboot_live;
 pub mod run;
+mod snapshot;
 mod sysctl;
