@@ -205,8 +205,7 @@ pub fn run(opts: &CheckOptions) -> Result<CheckReport, CheckError> {
         }
         _ => None,
     };
-    // Grouped by component in registry order; within one, failures first, most severe first.
-    findings.sort_by(|a, b| report_order(a).cmp(&report_order(b)));
+    sort_findings(&mut findings);
     Ok(CheckReport {
         api_version: "nodedrift.dev/v1",
         kind: "CheckReport",
@@ -224,6 +223,12 @@ pub fn run(opts: &CheckOptions) -> Result<CheckReport, CheckError> {
     })
 }
 
+/// Orders findings as the report does: grouped by component in registry order; within one,
+/// failures first, most severe first.
+pub fn sort_findings(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| report_order(a).cmp(&report_order(b)));
+}
+
 /// Verifies the file baseline in `state_dir` and appends its findings. A store captured for
 /// another host root is left alone (a check of a fixture tree must not compare it with the
 /// node's own baseline); a damaged or tampered store is a critical finding, not a re-capture.
@@ -234,7 +239,27 @@ fn check_files(
     ad_hoc: bool,
     findings: &mut Vec<Finding>,
 ) -> Result<FileIntegrity, CheckError> {
-    use crate::files::{self, Store, StoreError};
+    use crate::files::{Store, StoreError};
+    // The read-write open also verifies every page; where the state directory is read-only
+    // (nodedrift-check.service's is), the store is read without writing to it.
+    let store = match Store::open(state_dir) {
+        Err(StoreError::NotWritable { .. }) => Store::open_read_only(state_dir),
+        other => other,
+    };
+    file_integrity(host, spec, state_dir, store, ad_hoc, findings)
+}
+
+/// [`check_files`] on a store the caller opened (read-write for `check`, read-only for a
+/// snapshot taken beside the running agent).
+pub fn file_integrity(
+    host: &HostRoot,
+    spec: &crate::files::WatchSpec,
+    state_dir: &std::path::Path,
+    store: Result<crate::files::Store, crate::files::StoreError>,
+    ad_hoc: bool,
+    findings: &mut Vec<Finding>,
+) -> Result<FileIntegrity, CheckError> {
+    use crate::files::{self, StoreError};
     let empty = |state, note: String| FileIntegrity {
         state,
         store: None,
@@ -246,13 +271,7 @@ fn check_files(
         missing_roots: Vec::new(),
         note: Some(note),
     };
-    // The read-write open also verifies every page; where the state directory is read-only
-    // (nodedrift-check.service's is), the store is read without writing to it.
-    let opened = match Store::open(state_dir) {
-        Err(StoreError::NotWritable { .. }) => Store::open_read_only(state_dir),
-        other => other,
-    };
-    let store = match opened {
+    let store = match store {
         Ok(s) => s,
         Err(e @ StoreError::NotCaptured { .. }) if ad_hoc => return Err(e.into()),
         Err(e @ StoreError::NotCaptured { .. }) => return Ok(empty("not-captured", e.to_string())),

@@ -56,9 +56,41 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of [`civil_from_days`]).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix seconds of a UTC calendar time.
+pub fn unix_of(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+    days_from_civil(y, mo, d) * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s)
+}
+
+/// The calendar year of a Unix time (UTC).
+pub fn year_of(secs: i64) -> i64 {
+    civil_from_days(secs.div_euclid(86_400)).0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_round_trip() {
+        for secs in [0i64, 951_782_400, 1_795_315_371, -1, 4_102_444_799] {
+            let days = secs.div_euclid(86_400);
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{secs}");
+        }
+        assert_eq!(unix_of(2026, 11, 22, 2, 42, 51), 1_795_315_371);
+        assert_eq!(year_of(1_795_315_371), 2026);
+    }
 
     #[test]
     fn known_dates() {

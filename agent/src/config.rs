@@ -447,6 +447,58 @@ pub fn process_env(name: &str) -> Option<String> {
 }
 
 impl Config {
+    /// The configuration in effect as JSON, keys as in the file (for a forensic snapshot).
+    /// Files are named, never read; the endpoint URL cannot carry credentials (refused at load).
+    pub fn to_json(&self) -> serde_json::Value {
+        let d = |d: Duration| format_duration(d);
+        let p = |p: &Path| p.display().to_string();
+        let toggle = |t: Toggle| match t {
+            Toggle::Auto => serde_json::json!("auto"),
+            Toggle::On => serde_json::json!(true),
+            Toggle::Off => serde_json::json!(false),
+        };
+        serde_json::json!({
+            "source": self.source.as_deref().map(p),
+            "hostRoot": p(&self.host_root),
+            "stateDir": p(&self.state_dir),
+            "profile": self.profile,
+            "baselines": self.baselines.iter().map(|b| p(b)).collect::<Vec<_>>(),
+            "listen": self.listen.to_string(),
+            "intervals": {
+                "procPoll": d(self.intervals.proc_poll),
+                "sysctlPoll": d(self.intervals.sysctl_poll),
+                "rescan": d(self.intervals.rescan),
+                "rescanJitter": d(self.intervals.rescan_jitter),
+                "heartbeat": d(self.intervals.heartbeat),
+            },
+            "endpoint": {
+                "url": self.endpoint.url.as_ref().map(|u| u.as_str().to_owned()),
+                "tokenFile": self.endpoint.token_file.as_deref().map(p),
+                "caFile": self.endpoint.ca_file.as_deref().map(p),
+                "clientCert": self.endpoint.client_identity.as_ref().map(|c| p(&c.cert)),
+                "clientKey": self.endpoint.client_identity.as_ref().map(|c| p(&c.key)),
+                "timeout": d(self.endpoint.timeout),
+                "batchMaxEvents": self.endpoint.batch_max_events,
+                "outboxMaxEvents": self.endpoint.outbox_max_events,
+            },
+            "kubernetes": {
+                "enabled": self.kubernetes.enabled,
+                "decidedBy": self.kubernetes.decided_by,
+                "nodeName": self.kubernetes.node_name,
+                "podName": self.kubernetes.pod_name,
+                "eventsPerMinute": self.kubernetes.events_per_minute,
+            },
+            "files": {
+                "enabled": self.files.enabled,
+                "rehashInterval": d(self.files.rehash_interval),
+                "hashThreads": self.files.hash_threads,
+                "rehashMibPerSec": self.files.rehash_bytes_per_sec >> 20,
+                "maxHashMib": self.files.max_hash_bytes >> 20,
+                "attribution": toggle(self.files.attribution),
+            },
+        })
+    }
+
     /// Loads `path` (or only defaults when `None`), then applies the environment overrides
     /// read through `env` (injected so tests do not touch the process environment).
     pub fn load(

@@ -172,6 +172,60 @@ enum Command {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Take a forensic snapshot: one tar.gz with the facts, findings and their history, the
+    /// file-integrity manifest, redacted configs, processes, sockets, mounts, kernel modules,
+    /// sysctls and recent logs, with a manifest of SHA-256 sums. `snapshot verify FILE`
+    /// checks one.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Exit codes: 0 written (or verified intact), 1 verification failed, 64 bad usage (an invalid id), 70 the bundle could not be written (nothing is left behind)."
+    )]
+    Snapshot {
+        #[command(subcommand)]
+        action: Option<SnapshotCommand>,
+        #[command(flatten)]
+        args: SnapshotArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct SnapshotArgs {
+    /// Write the bundle to FILE (`-`: stream it to stdout). Default:
+    /// `<state dir>/snapshots/<time>-<id>.tar.gz`, keeping the newest `--keep`.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Directory the host's filesystem is mounted at (default: the config's, else `/`).
+    #[arg(long, value_name = "DIR")]
+    host_root: Option<PathBuf>,
+    /// Where the ledger and file baseline are (read-only; default: the config's, else
+    /// `/var/lib/nodedrift`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The agent's config file (its settings are recorded in the bundle).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Request id, part of the file name: 1 to 63 of `A-Z a-z 0-9 . _ -`.
+    #[arg(long, default_value = "manual")]
+    id: String,
+    /// Bundles kept in the default directory (the oldest are removed).
+    #[arg(long, default_value_t = nodedrift::snapshot::DEFAULT_KEEP)]
+    keep: usize,
+    /// Largest bundle, in MiB (the logs are cut first, keeping their newest lines).
+    #[arg(long, value_name = "MIB", default_value_t = nodedrift::snapshot::DEFAULT_MAX_BUNDLE_BYTES >> 20)]
+    max_mib: u64,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Check a bundle: every entry against the manifest (missing, extra, size, SHA-256), the
+    /// compressed stream, and the `.sha256` sidecar when present. Exit 0 intact, 1 not.
+    Verify {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -381,6 +435,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::RebootRequired { host, json, quiet } => reboot_required(host, json, quiet),
+        Command::Snapshot {
+            action: Some(SnapshotCommand::Verify { file }),
+            ..
+        } => snapshot_verify(&file),
+        Command::Snapshot { action: None, args } => snapshot(args),
         Command::Baseline(BaselineCommand::Capture { fim, force, json }) => {
             capture(fim, force, json)
         }
@@ -469,6 +528,151 @@ fn reboot_required(host: HostArgs, json: bool, quiet: bool) -> anyhow::Result<u8
     }
     print_out(&(summary.lines().join("\n") + "\n"))?;
     Ok(code)
+}
+
+/// `nodedrift snapshot`: one bundle, to a file (atomically, with its sidecar) or stdout.
+fn snapshot(args: SnapshotArgs) -> anyhow::Result<u8> {
+    use nodedrift::snapshot::{self, SnapshotError, SnapshotRequest};
+    // Checked before anything is read or written.
+    if let Err(e) = snapshot::validate_id(&args.id) {
+        eprintln!("nodedrift: error: {e}");
+        return Ok(EXIT_USAGE);
+    }
+    let mut cfg = match Config::load(args.config.as_deref(), &nodedrift::config::process_env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nodedrift: error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    if let Some(v) = args.host_root {
+        cfg.host_root = v;
+    }
+    if let Some(v) = args.state_dir {
+        cfg.state_dir = v;
+    }
+    let host = HostRoot::new(&cfg.host_root)?;
+    let profile = match &cfg.profile {
+        Some(p) => check::choose_profile(Some(p), &Default::default()),
+        None => {
+            let facts = inspect::inspect(&host, &inspect::Options::default(), &[inspect::os::NAME]);
+            check::choose_profile(None, &facts)
+        }
+    };
+    let baseline = check::load_baseline(&profile.name, &cfg.baselines)?;
+    let mut req = SnapshotRequest::new(&host, &args.id, profile, &baseline);
+    req.node_name = cfg.kubernetes.node_name.as_deref();
+    req.config = cfg.to_json();
+    req.state_dir = Some(&cfg.state_dir);
+    req.limits.max_bundle_bytes = args.max_mib.saturating_mul(1 << 20);
+    let (result, default_dir) = match args.out.as_deref() {
+        Some(p) if p == std::path::Path::new("-") => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let r = snapshot::take(&req, &mut w).and_then(|o| {
+                w.flush().map_err(SnapshotError::Write)?;
+                Ok(o)
+            });
+            (r, None)
+        }
+        Some(p) => (snapshot::take_to_file(&req, p), None),
+        None => {
+            let dir = snapshot::snapshot_dir(&cfg.state_dir);
+            let name = snapshot::default_file_name(&args.id, std::time::SystemTime::now());
+            (snapshot::take_to_file(&req, &dir.join(name)), Some(dir))
+        }
+    };
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e @ (SnapshotError::InvalidId { .. } | SnapshotError::Limits(_))) => {
+            eprintln!("nodedrift: error: {e}");
+            return Ok(EXIT_USAGE);
+        }
+        Err(e) => {
+            eprintln!("nodedrift: error: {e}");
+            return Ok(EXIT_INTERNAL);
+        }
+    };
+    if let Some(dir) = default_dir {
+        match snapshot::retain(&dir, args.keep.max(1)) {
+            Ok(removed) => {
+                for p in removed {
+                    eprintln!("removed old snapshot {}", p.display());
+                }
+            }
+            Err(e) => eprintln!("nodedrift: warning: retention: {e}"),
+        }
+    }
+    let text = if args.json {
+        serde_json::to_string_pretty(&outcome)? + "\n"
+    } else {
+        let mut t = String::new();
+        if let Some(p) = &outcome.path {
+            t.push_str(&format!("snapshot {}\n", p.display()));
+        }
+        t.push_str(&format!(
+            "size {} bytes, {} entries\nsha256 {}\n",
+            outcome.size, outcome.entries, outcome.sha256
+        ));
+        if outcome.errors > 0 || !outcome.trimmed.is_empty() {
+            t.push_str(&format!(
+                "{} collector errors (errors.json), {} trimmed (manifest.json)\n",
+                outcome.errors,
+                outcome.trimmed.len()
+            ));
+        }
+        t
+    };
+    if outcome.path.is_some() {
+        print_out(&text)?;
+    } else {
+        // The bundle went to stdout.
+        eprint!("{text}");
+    }
+    Ok(0)
+}
+
+/// `nodedrift snapshot verify FILE`.
+fn snapshot_verify(file: &std::path::Path) -> anyhow::Result<u8> {
+    use nodedrift::snapshot::{self, SidecarCheck};
+    let v = match snapshot::verify(file) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("nodedrift: error: {e}");
+            return Ok(1);
+        }
+    };
+    let mut text = String::new();
+    for p in &v.problems {
+        text.push_str(&format!("{}: {p}\n", file.display()));
+    }
+    match &v.sidecar {
+        SidecarCheck::Absent => {}
+        SidecarCheck::Matches => {
+            text.push_str(&format!("{}: matches its .sha256\n", file.display()))
+        }
+        SidecarCheck::Mismatch { recorded } => text.push_str(&format!(
+            "{}: SHA-256 {} but its .sha256 says {recorded}\n",
+            file.display(),
+            v.sha256
+        )),
+        SidecarCheck::Unreadable { error } => text.push_str(&format!("{error}\n")),
+    }
+    if v.ok() {
+        text.push_str(&format!(
+            "{}: OK ({} entries, id {}, sha256 {})\n",
+            file.display(),
+            v.entries,
+            v.id.as_deref().unwrap_or("?"),
+            v.sha256
+        ));
+        print_out(&text)?;
+        Ok(0)
+    } else {
+        text.push_str(&format!("{}: FAILED verification\n", file.display()));
+        eprint!("{text}");
+        Ok(1)
+    }
 }
 
 /// The host, watch spec and state directory of a file-integrity command.

@@ -23,5 +23,6 @@ mod os;
 mod reboot;
 mod reboot_live;
 pub mod run;
+mod snapshot;
 mod sysctl;
 mod systemd_unit;

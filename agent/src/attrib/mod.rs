@@ -64,7 +64,8 @@ use crate::sys::handle::{self, FileHandle};
 use procinfo::{Chain, ProcReader};
 use sessions::LoginCache;
 
-pub use procinfo::{REDACTED, redact};
+pub use crate::redact::argv as redact;
+pub(crate) use procinfo::cgroup_ids;
 pub use sessions::{SessionScan, SshSession, scan_ssh_sessions, ssh_sessions};
 
 /// How long a recorded change is remembered.
@@ -98,7 +99,7 @@ pub struct Actor {
     pub comm: String,
     /// The executable (`/proc/<pid>/exe`), when readable.
     pub exe: Option<String>,
-    /// The command line with secrets replaced by `<redacted>` (see [`redact`]).
+    /// The command line with secrets replaced by `<redacted: kind>` markers (see [`redact`]).
     pub cmdline: Vec<String>,
     /// Effective uid.
     pub uid: Option<u32>,

@@ -297,9 +297,9 @@ fn secrets_in_the_command_line_are_redacted() {
         vec![
             file.to_str().unwrap(),
             "--password",
-            "<redacted>",
-            "--token=<redacted>",
-            "AWS_SECRET_ACCESS_KEY=<redacted>"
+            "<redacted: password>",
+            "--token=<redacted: token>",
+            "AWS_SECRET_ACCESS_KEY=<redacted: secret>"
         ]
     );
     let json = serde_json::to_string(&actor).unwrap();

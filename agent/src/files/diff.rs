@@ -1,56 +1,17 @@
 //! Redacted unified diffs of small text files.
 //!
-//! Both sides are redacted first (values of secret-looking keys, PEM private keys, kubeconfig
-//! credentials), so a diff never shows a secret, old or new. The common prefix and suffix are
+//! Both sides are redacted first ([`crate::redact`]: values of secret-looking keys, PEM private
+//! keys, kubeconfig credentials, tokens), so a diff never shows a secret, old or new. The common prefix and suffix are
 //! trimmed, and the rest is aligned with a longest-common-subsequence table only when it is
 //! small (at most [`MAX_CELLS`] cells); a larger middle is shown as one removed and one added
 //! block, which is still a correct (if not minimal) diff.
 
-use std::sync::LazyLock;
-
-use regex::Regex;
+use crate::redact::lines as redact;
 
 const CONTEXT: usize = 3;
 const MAX_CELLS: usize = 250_000;
 /// Lines of diff kept at most.
 const MAX_LINES: usize = 400;
-
-/// The marker that replaces a secret.
-pub const REDACTED: &str = "<redacted>";
-
-static SECRET_KV: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(
-        r#"(?i)^(\s*[-"']?[\w.-]*(?:password|passwd|secret|token|apikey|api-key|api_key|private[-_]?key|client-key-data|credential|access[-_]?key)[\w.-]*["']?\s*[:=]\s*)(\S.*)$"#,
-    )
-    .ok()
-});
-
-/// Redacts secrets line by line.
-pub fn redact(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut in_key = false;
-    for line in text.lines() {
-        if line.contains("-----BEGIN") && line.contains("PRIVATE KEY") {
-            in_key = true;
-            out.push(format!("{REDACTED} (private key)"));
-            continue;
-        }
-        if in_key {
-            if line.contains("-----END") {
-                in_key = false;
-            }
-            continue;
-        }
-        match SECRET_KV.as_ref().and_then(|r| r.captures(line)) {
-            Some(c) => out.push(format!(
-                "{}{REDACTED}",
-                c.get(1).map(|m| m.as_str()).unwrap_or_default()
-            )),
-            None => out.push(line.to_owned()),
-        }
-    }
-    out
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {

@@ -314,6 +314,14 @@ impl HostRoot {
         Ok((fd, st))
     }
 
+    /// Opens a regular file for a streaming read (same checks as [`HostRoot::read`]: regular
+    /// files only, resolved inside the root). The caller bounds what it reads (`take`), so a
+    /// file can be processed line by line without holding it whole.
+    pub fn open_file(&self, path: &Path) -> Result<(File, FileMeta), HostError> {
+        let (fd, st) = self.open_regular(path)?;
+        Ok((File::from(fd), st))
+    }
+
     /// Reads at most the last `max` bytes of a regular file of any size (logs such as
     /// `/var/log/wtmp` grow without bound). Returns the file offset the bytes start at, so a
     /// caller parsing fixed-size records can realign. Same checks as [`HostRoot::read`]:
@@ -429,6 +437,29 @@ impl HostRoot {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The link texts of the symlinks in directory `path` (`/proc/<pid>/fd`: `socket:[1234]`,
+    /// `/var/log/x.log`), read through one directory fd; nothing is followed. Entries that are
+    /// not links, or vanish meanwhile (a file descriptor closed), are skipped.
+    pub fn read_links(
+        &self,
+        path: &Path,
+        limit: usize,
+    ) -> Result<Vec<(OsString, PathBuf)>, HostError> {
+        let names: Vec<OsString> = self
+            .read_dir(path, limit)?
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        let dir = self.resolve(path, OFlag::O_PATH | OFlag::O_DIRECTORY, true)?;
+        Ok(names
+            .into_iter()
+            .filter_map(|n| {
+                let target = readlinkat(dir.as_fd(), n.as_os_str()).ok()?;
+                Some((n, PathBuf::from(target)))
+            })
+            .collect())
     }
 
     /// Resolves `path` inside the root and opens it with `flags`.

@@ -38,6 +38,9 @@ mod maps;
 mod summary;
 mod version;
 
+/// The systemd unit of a `/proc/<pid>/cgroup` text (its last `.service`, else `.scope`).
+pub(crate) use maps::unit as cgroup_unit;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

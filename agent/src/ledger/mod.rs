@@ -52,9 +52,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::finding::Finding;
 
+mod dump;
 pub mod outbox;
 mod store;
 
+pub use dump::{LedgerDump, QueuedEvent, RebootDump, dump_read_only};
 pub use outbox::{DroppedEvent, OutboxLimits, OutboxStats, PushOutcome};
 pub use store::{
     FILE_NAME, Ledger, LedgerError, OpenFinding, PendingReboot, RebootChange, RebootDetail,

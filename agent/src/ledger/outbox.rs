@@ -22,16 +22,16 @@ use crate::report::cloudevents::{CloudEvent, types};
 pub const DEFAULT_MAX_EVENTS: usize = 10_000;
 
 /// `outbox`: sequence number → JSON [`Queued`], in push order.
-const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 /// `outbox_ids`: event id → sequence number (de-duplication, ack by id).
 const OUTBOX_IDS: TableDefinition<&str, u64> = TableDefinition::new("outbox_ids");
 /// `outbox_heartbeats`: sequence numbers of queued summary events (dropped first on overflow).
 const OUTBOX_HEARTBEATS: TableDefinition<u64, ()> = TableDefinition::new("outbox_heartbeats");
 
 const KEY_NEXT_SEQ: &str = "outbox_next_seq";
-const KEY_DROPPED: &str = "outbox_dropped_total";
-const KEY_DEAD_LETTERED: &str = "outbox_dead_lettered_total";
-const KEY_DELIVERED: &str = "outbox_delivered_total";
+pub(super) const KEY_DROPPED: &str = "outbox_dropped_total";
+pub(super) const KEY_DEAD_LETTERED: &str = "outbox_dead_lettered_total";
+pub(super) const KEY_DELIVERED: &str = "outbox_delivered_total";
 
 /// Bounds of the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,8 @@ pub struct PushOutcome {
 }
 
 /// Outbox figures for metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OutboxStats {
     /// Events queued now.
     pub depth: u64,
@@ -86,9 +87,9 @@ pub struct OutboxStats {
 /// One queued event as stored.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Queued {
-    enqueued_at: i64,
-    event: CloudEvent,
+pub(super) struct Queued {
+    pub(super) enqueued_at: i64,
+    pub(super) event: CloudEvent,
 }
 
 /// Creates the outbox tables (called when the store is opened).

@@ -39,29 +39,30 @@ type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
 
 /// Page cache redb may use. Its default (1 GiB) suits a database server, not a node agent whose
 /// store holds at most a few thousand findings and the bounded outbox.
-const CACHE_BYTES: usize = 8 << 20;
+pub(super) const CACHE_BYTES: usize = 8 << 20;
 
 /// `meta`: schema version and counters.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new(META_NAME);
 const META_NAME: &str = "meta";
 /// `open_findings`: (rule, path) → JSON [`OpenFinding`].
-const OPEN_FINDINGS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("open_findings");
+pub(super) const OPEN_FINDINGS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("open_findings");
 /// `generations`: (rule, path) → how many times the key has been opened. Kept after a finding
 /// resolves, so the next open gets a new generation (and new event ids).
 const GENERATIONS: TableDefinition<(&str, &str), u64> = TableDefinition::new("generations");
 /// `times`: named Unix times (the reboot-pending start).
-const TIMES: TableDefinition<&str, i64> = TableDefinition::new("times");
+pub(super) const TIMES: TableDefinition<&str, i64> = TableDefinition::new("times");
 
 /// `texts`: named strings (the boot id the pending reboot was recorded in).
-const TEXTS: TableDefinition<&str, &str> = TableDefinition::new("texts");
+pub(super) const TEXTS: TableDefinition<&str, &str> = TableDefinition::new("texts");
 
-const KEY_SCHEMA_VERSION: &str = "schema_version";
-const KEY_REBOOT_SINCE: &str = "reboot_pending_since";
-const KEY_REBOOT_BOOT_ID: &str = "reboot_pending_boot_id";
+pub(super) const KEY_SCHEMA_VERSION: &str = "schema_version";
+pub(super) const KEY_REBOOT_SINCE: &str = "reboot_pending_since";
+pub(super) const KEY_REBOOT_BOOT_ID: &str = "reboot_pending_boot_id";
 /// JSON [`RebootDetail`] of the pending reboot.
-const KEY_REBOOT_DETAIL: &str = "reboot_pending_detail";
+pub(super) const KEY_REBOOT_DETAIL: &str = "reboot_pending_detail";
 /// In `meta`: the number of the current (or last) pending period.
-const KEY_REBOOT_GENERATION: &str = "reboot_generation";
+pub(super) const KEY_REBOOT_GENERATION: &str = "reboot_generation";
 
 /// A ledger that cannot be opened, read or written. Every variant names the store file.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +98,11 @@ pub enum LedgerError {
     },
     #[error("{path}: the ledger could not be reopened after an earlier I/O error")]
     Closed { path: String },
+    #[error(
+        "{path}: held open by another process (the running agent); it can be read only through \
+         that process's handle"
+    )]
+    Busy { path: String },
 }
 
 impl LedgerError {

@@ -107,7 +107,7 @@ const CGROUP_LIMIT: u64 = 64 << 10;
 /// The systemd unit a process runs in, from `/proc/<pid>/cgroup`: the last `.service` in the
 /// unified (`0::`) or `name=systemd` hierarchy's path, else its last `.scope` (a container or
 /// a login session). `None` outside systemd's tree.
-pub(super) fn unit(cgroup: &str) -> Option<String> {
+pub(crate) fn unit(cgroup: &str) -> Option<String> {
     let path = cgroup
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
