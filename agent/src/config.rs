@@ -132,6 +132,26 @@ pub struct RawConfig {
     pub kubernetes: Option<RawKubernetes>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<RawFiles>,
+    /// Forensic snapshots the running agent takes on request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<RawSnapshot>,
+}
+
+/// `snapshot`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawSnapshot {
+    /// Take snapshots when asked (the `nodedrift.dev/snapshot-request` annotation, or a finding
+    /// of `onSeverity`). Default true.
+    pub enabled: Option<bool>,
+    /// Bundles kept in `<stateDir>/snapshots`; older ones are removed. Default 5.
+    pub keep: Option<usize>,
+    /// Size cap of one bundle, MiB. Default 256.
+    pub max_mib: Option<u64>,
+    /// At least this long between two snapshots; a request in between waits. Default `5m`.
+    pub min_interval: Option<Interval>,
+    /// Take one when a finding of this severity or higher opens. Default: never.
+    pub on_severity: Option<crate::baseline::Severity>,
 }
 
 /// `intervals`.
@@ -355,6 +375,32 @@ pub struct Config {
     /// The Kubernetes sink.
     pub kubernetes: Kubernetes,
     pub files: Files,
+    pub snapshot: Snapshot,
+}
+
+/// Default `snapshot.minInterval`.
+pub const DEFAULT_SNAPSHOT_MIN_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
+/// Snapshots on request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub enabled: bool,
+    pub keep: usize,
+    pub max_bytes: u64,
+    pub min_interval: Duration,
+    pub on_severity: Option<crate::baseline::Severity>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            keep: crate::snapshot::DEFAULT_KEEP,
+            max_bytes: crate::snapshot::DEFAULT_MAX_BUNDLE_BYTES,
+            min_interval: DEFAULT_SNAPSHOT_MIN_INTERVAL,
+            on_severity: None,
+        }
+    }
 }
 
 /// The file-integrity monitor's settings.
@@ -495,6 +541,13 @@ impl Config {
                 "rehashMibPerSec": self.files.rehash_bytes_per_sec >> 20,
                 "maxHashMib": self.files.max_hash_bytes >> 20,
                 "attribution": toggle(self.files.attribution),
+            },
+            "snapshot": {
+                "enabled": self.snapshot.enabled,
+                "keep": self.snapshot.keep,
+                "maxMib": self.snapshot.max_bytes >> 20,
+                "minInterval": d(self.snapshot.min_interval),
+                "onSeverity": self.snapshot.on_severity,
             },
         })
     }
@@ -696,6 +749,28 @@ impl Config {
             attribution: f.attribution.unwrap_or(d.attribution),
         };
 
+        let sn = raw.snapshot.unwrap_or_default();
+        let d = Snapshot::default();
+        if sn.keep == Some(0) {
+            return Err(invalid(&["snapshot", "keep"], "must be at least 1".into()));
+        }
+        let min_mib = crate::snapshot::MIN_BUNDLE_BYTES.div_ceil(1 << 20);
+        if sn.max_mib.is_some_and(|m| m < min_mib) {
+            return Err(invalid(
+                &["snapshot", "maxMib"],
+                format!("must be at least {min_mib}"),
+            ));
+        }
+        let snapshot = Snapshot {
+            enabled: sn.enabled.unwrap_or(d.enabled),
+            keep: sn.keep.unwrap_or(d.keep),
+            max_bytes: sn
+                .max_mib
+                .map_or(d.max_bytes, |m| m.saturating_mul(1 << 20)),
+            min_interval: sn.min_interval.map_or(d.min_interval, |i| i.0),
+            on_severity: sn.on_severity,
+        };
+
         let profile = match var("NODEDRIFT_PROFILE") {
             Some(p) => {
                 check_profile(&p).map_err(|m| env_err("NODEDRIFT_PROFILE", m))?;
@@ -734,6 +809,7 @@ impl Config {
             endpoint,
             kubernetes,
             files,
+            snapshot,
         })
     }
 }

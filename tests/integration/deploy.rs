@@ -534,13 +534,16 @@ fn key_paths(v: &Value) -> BTreeSet<String> {
 
 /// Every key `nodedrift run --config` understands, from the config types themselves.
 fn understood_keys() -> BTreeSet<String> {
-    use nodedrift::config::{RawConfig, RawEndpoint, RawFiles, RawIntervals, RawKubernetes};
+    use nodedrift::config::{
+        RawConfig, RawEndpoint, RawFiles, RawIntervals, RawKubernetes, RawSnapshot,
+    };
     let mut top = serde_json::to_value(RawConfig::default()).unwrap();
     let sections = [
         ("intervals", serde_json::to_value(RawIntervals::default())),
         ("endpoint", serde_json::to_value(RawEndpoint::default())),
         ("kubernetes", serde_json::to_value(RawKubernetes::default())),
         ("files", serde_json::to_value(RawFiles::default())),
+        ("snapshot", serde_json::to_value(RawSnapshot::default())),
     ];
     for (name, section) in sections {
         top[name] = section.unwrap();

@@ -24,5 +24,6 @@ mod reboot;
 mod reboot_live;
 pub mod run;
 mod snapshot;
+mod snapshot_run;
 mod sysctl;
 mod systemd_unit;

@@ -69,6 +69,13 @@ fn defaults() -> Config {
             events_per_minute: 10,
         },
         files: crate::config::Files::default(),
+        snapshot: crate::config::Snapshot {
+            enabled: true,
+            keep: 5,
+            max_bytes: 256 << 20,
+            min_interval: Duration::from_secs(300),
+            on_severity: None,
+        },
     }
 }
 
@@ -194,9 +201,8 @@ fn unknown_keys_name_file_line_column_and_key() {
     assert_eq!(at, (3, 3, "intervals.procpoll".into()));
     let (at, _) = invalid("endpoint:\n  url: https://x\n  token: abc\n");
     assert_eq!(at, (3, 3, "endpoint.token".into()));
-    // `snapshot` belongs to a later version.
-    let (at, _) = invalid("snapshot:\n  enabled: true\n");
-    assert_eq!(at, (1, 1, "snapshot".into()));
+    let (at, _) = invalid("snapshot:\n  enabled: true\n  where: /tmp\n");
+    assert_eq!(at, (3, 3, "snapshot.where".into()));
     let e = load("kubernetes:\n  enable: true\n")
         .unwrap_err()
         .to_string();
@@ -479,4 +485,25 @@ fn the_raw_config_round_trips() {
     let text = serde_norway::to_string(&raw).unwrap();
     let again: RawConfig = serde_norway::from_str(&text).unwrap();
     assert_eq!(raw, again);
+}
+
+#[test]
+fn snapshot_settings_and_their_bounds() {
+    let c = load("snapshot:\n  keep: 2\n  maxMib: 1\n  minInterval: 30s\n  onSeverity: critical\n")
+        .unwrap();
+    assert_eq!(c.snapshot.keep, 2);
+    assert_eq!(c.snapshot.max_bytes, 1 << 20);
+    assert_eq!(c.snapshot.min_interval, Duration::from_secs(30));
+    assert_eq!(
+        c.snapshot.on_severity,
+        Some(crate::baseline::Severity::Critical)
+    );
+    for (text, key) in [
+        ("snapshot:\n  keep: 0\n", "snapshot.keep"),
+        ("snapshot:\n  maxMib: 0\n", "snapshot.maxMib"),
+        ("snapshot:\n  onSeverity: dire\n", "snapshot.onSeverity"),
+    ] {
+        let ((_, _, k), msg) = invalid(text);
+        assert_eq!(k, key, "{text}: {msg}");
+    }
 }

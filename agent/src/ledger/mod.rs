@@ -60,7 +60,7 @@ pub use dump::{LedgerDump, QueuedEvent, RebootDump, dump_read_only};
 pub use outbox::{DroppedEvent, OutboxLimits, OutboxStats, PushOutcome};
 pub use store::{
     FILE_NAME, Ledger, LedgerError, OpenFinding, PendingReboot, RebootChange, RebootDetail,
-    RebootState, Recorded, SCHEMA_VERSION,
+    RebootState, Recorded, SCHEMA_VERSION, SNAPSHOT_IDS_KEPT,
 };
 
 /// What identifies a finding across scans: its rule and concrete fact path.

@@ -61,6 +61,10 @@ pub(super) const KEY_REBOOT_SINCE: &str = "reboot_pending_since";
 pub(super) const KEY_REBOOT_BOOT_ID: &str = "reboot_pending_boot_id";
 /// JSON [`RebootDetail`] of the pending reboot.
 pub(super) const KEY_REBOOT_DETAIL: &str = "reboot_pending_detail";
+/// In `texts`: JSON list of the snapshot request ids already taken, newest last.
+const KEY_SNAPSHOT_IDS: &str = "snapshot_ids";
+/// How many snapshot request ids are remembered.
+pub const SNAPSHOT_IDS_KEPT: usize = 256;
 /// In `meta`: the number of the current (or last) pending period.
 pub(super) const KEY_REBOOT_GENERATION: &str = "reboot_generation";
 
@@ -280,6 +284,32 @@ impl Ledger {
     /// Unix seconds since when a reboot is pending, if one is.
     pub fn reboot_pending_since(&self) -> Result<Option<i64>, LedgerError> {
         Ok(self.reboot_pending()?.map(|p| p.since))
+    }
+
+    /// Claims a snapshot request id: true the first time, false when it was taken before (a
+    /// request id is never run twice, across restarts; the last [`SNAPSHOT_IDS_KEPT`] ids are
+    /// remembered).
+    pub fn snapshot_claim(&self, id: &str) -> Result<bool, LedgerError> {
+        self.write(|txn| {
+            let mut texts = txn.open_table(TEXTS)?;
+            let mut ids: Vec<String> = texts
+                .get(KEY_SNAPSHOT_IDS)?
+                .and_then(|v| serde_json::from_str(v.value()).ok())
+                .unwrap_or_default();
+            if ids.iter().any(|i| i == id) {
+                return Ok(false);
+            }
+            ids.push(id.to_owned());
+            let extra = ids.len().saturating_sub(SNAPSHOT_IDS_KEPT);
+            ids.drain(..extra);
+            let json = serde_json::to_string(&ids).map_err(|source| LedgerError::Record {
+                path: self.path_str(),
+                record: format!("texts[{KEY_SNAPSHOT_IDS}]"),
+                source,
+            })?;
+            texts.insert(KEY_SNAPSHOT_IDS, json.as_str())?;
+            Ok(true)
+        })
     }
 
     /// The pending reboot as recorded: its start and the boot id it was recorded in.

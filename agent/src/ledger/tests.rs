@@ -975,3 +975,23 @@ fn record_commits_transitions_reboot_and_their_events_together() {
     assert_eq!(ledger.open_findings().unwrap().len(), 1);
     assert_eq!(ledger.reboot_pending_since().unwrap(), Some(50));
 }
+
+/// A snapshot request id is taken once, even after a restart; the memory is bounded.
+#[test]
+fn snapshot_ids_are_claimed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open(tmp.path());
+    assert!(l.snapshot_claim("req-1").unwrap());
+    assert!(!l.snapshot_claim("req-1").unwrap());
+    assert!(l.snapshot_claim("req-2").unwrap());
+    drop(l);
+    let l = open(tmp.path());
+    assert!(!l.snapshot_claim("req-1").unwrap(), "survives a restart");
+    for i in 0..SNAPSHOT_IDS_KEPT {
+        assert!(l.snapshot_claim(&format!("flood-{i}")).unwrap());
+    }
+    assert!(
+        l.snapshot_claim("req-1").unwrap(),
+        "the oldest ids are forgotten beyond the bound"
+    );
+}

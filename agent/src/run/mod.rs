@@ -7,6 +7,7 @@
 pub mod engine;
 pub mod fim;
 pub mod publish;
+pub mod snapshots;
 pub mod systemd;
 pub mod triggers;
 
@@ -28,7 +29,8 @@ use crate::ledger::{Ledger, OutboxLimits};
 use crate::report::http::SinkCounters;
 use crate::report::http::{EndpointConfig, HttpSink, SinkMetrics};
 use crate::report::kube::{
-    KubeCounters, KubeOptions, KubeSink, KubeSinkError, NodeInputs, PatchKind,
+    ANNOTATION_SNAPSHOT_REQUEST, KubeCounters, KubeOptions, KubeSink, KubeSinkError, NodeInputs,
+    PatchKind,
 };
 use crate::report::metrics::{self, DeliveryLabels, Health, Metrics, ResultLabels, ScopeLabels};
 
@@ -202,6 +204,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         None => tracing::info!("No central endpoint configured; CloudEvents stay in the outbox."),
     }
     publisher.refresh = config.intervals.heartbeat;
+    // Snapshot requests: the latest id asked for (the Node annotation, or a finding of the
+    // configured severity).
+    let (snapshot_requests, snapshot_rx) = tokio::sync::watch::channel(None::<String>);
+    if let Some(severity) = config.snapshot.on_severity {
+        publisher.auto_snapshot = Some((severity, snapshot_requests.clone()));
+    }
     if config.kubernetes.enabled {
         let opts = KubeOptions {
             heartbeat_interval: config.intervals.heartbeat,
@@ -229,6 +237,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
                 tasks.spawn(follow_node(
                     reader,
                     publisher.node_labels.clone(),
+                    snapshot_requests.clone(),
                     triggers.clone(),
                     cancel.clone(),
                 ));
@@ -241,6 +250,19 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
     } else {
         tracing::info!(reason = %config.kubernetes.decided_by, "The Kubernetes sink is off.");
     }
+    tasks.spawn(
+        snapshots::SnapshotWorker {
+            config: config.clone(),
+            ledger: ledger.clone(),
+            node: publisher.node.clone(),
+            status: publisher.snapshot_status.clone(),
+            events: publisher.kube.as_ref().map(|k| k.events.clone()),
+            wake: wake.clone(),
+            triggers: triggers.clone(),
+        }
+        .run(snapshot_rx, cancel.clone()),
+    );
+    drop(snapshot_requests);
     {
         let (t, c) = (triggers.clone(), cancel.clone());
         tasks.spawn(async move {
@@ -511,10 +533,19 @@ fn node_name(config: &Config) -> String {
 async fn follow_node(
     reader: KubeSink,
     labels: Arc<std::sync::RwLock<Option<std::collections::BTreeMap<String, String>>>>,
+    snapshot_requests: tokio::sync::watch::Sender<Option<String>>,
     triggers: Triggers,
     cancel: CancellationToken,
 ) {
+    let mut last_request: Option<String> = None;
     let mut seen = |inputs: NodeInputs| {
+        // A request made while the agent was down is seen at the first read; the ledger
+        // knows whether it was answered already.
+        let request = inputs.annotations.get(ANNOTATION_SNAPSHOT_REQUEST).cloned();
+        if request.is_some() && request != last_request {
+            last_request.clone_from(&request);
+            snapshot_requests.send_replace(request);
+        }
         let changed = labels
             .read()
             .map(|l| l.as_ref() != Some(&inputs.labels))

@@ -51,6 +51,12 @@ pub struct Publisher {
     last_recorded: Option<(u64, std::time::Instant)>,
     /// How long identical evaluations go unrecorded (the heartbeat interval).
     pub refresh: std::time::Duration,
+    /// The latest snapshot request's outcome, for the Node annotation (the snapshot worker
+    /// writes it).
+    pub snapshot_status: Arc<RwLock<Option<String>>>,
+    /// Asks the snapshot worker for an automatic snapshot (a finding of the configured
+    /// severity opened).
+    pub auto_snapshot: Option<(crate::baseline::Severity, watch::Sender<Option<String>>)>,
 }
 
 /// The Kubernetes sink's inputs: the latest desired Node state, and Events.
@@ -93,6 +99,8 @@ impl Publisher {
             last_error: None,
             last_recorded: None,
             refresh: std::time::Duration::from_secs(600),
+            snapshot_status: Arc::new(RwLock::new(None)),
+            auto_snapshot: None,
         }
     }
 
@@ -122,7 +130,8 @@ impl Publisher {
     pub fn publish(&mut self, engine: &mut Engine) -> Vec<Finding> {
         let now = now();
         let findings = self.findings(engine);
-        let print = fingerprint(&findings, engine);
+        let snapshot_status = self.snapshot_status.read().ok().and_then(|s| s.clone());
+        let print = fingerprint(&findings, engine, snapshot_status.as_deref());
         if let Some((last, at)) = self.last_recorded
             && last == print
             && at.elapsed() < self.refresh
@@ -149,6 +158,7 @@ impl Publisher {
                 summary: summary.clone(),
                 baseline_version: engine.baseline_version(),
                 reboot_packages: recorded.packages.clone(),
+                snapshot_status,
             };
             let _ = k.status.send(Some(update));
             let time = SystemTime::now();
@@ -275,6 +285,15 @@ impl Publisher {
             },
         )?;
         self.queued(&rec.pushed);
+        if let Some((threshold, ask)) = &self.auto_snapshot
+            && let Some(t) = rec
+                .transitions
+                .iter()
+                .find(|t| t.change == Change::Opened && t.finding.severity >= *threshold)
+        {
+            tracing::info!(rule = %t.key.rule, severity = %t.finding.severity, "A finding of the snapshot severity opened; asking for a snapshot.");
+            let _ = ask.send(Some(format!("auto-{now}")));
+        }
         let pending = self.ledger.reboot_pending()?;
         if let Some(since) = pending.as_ref().map(|p| p.since) {
             summary.reboot_required_since = Some(rfc3339_secs(since));
@@ -416,7 +435,7 @@ impl Publisher {
 
 /// A hash of what a recorded evaluation depends on: each finding's rule, path, status and
 /// actual value, and the reboot facts.
-fn fingerprint(findings: &[Finding], engine: &Engine) -> u64 {
+fn fingerprint(findings: &[Finding], engine: &Engine, snapshot_status: Option<&str>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for f in findings {
@@ -426,6 +445,7 @@ fn fingerprint(findings: &[Finding], engine: &Engine) -> u64 {
     if let Some(r) = engine.facts().component("reboot") {
         r.facts.to_string().hash(&mut h);
     }
+    snapshot_status.hash(&mut h);
     h.finish()
 }
 

@@ -22,6 +22,11 @@ pub const ANNOTATION_PROFILE: &str = "nodedrift.dev/profile";
 pub const ANNOTATION_BASELINE_VERSION: &str = "nodedrift.dev/baseline-version";
 /// RFC 3339 time since which a reboot is pending; removed when none is.
 pub const ANNOTATION_REBOOT_SINCE: &str = "nodedrift.dev/reboot-required-since";
+/// `<id> <state> <sha256|->` of the latest snapshot request (set by anyone as
+/// `nodedrift.dev/snapshot-request`, which nodedrift only reads).
+pub const ANNOTATION_SNAPSHOT_STATUS: &str = "nodedrift.dev/snapshot-status";
+/// Set by an operator to ask for a snapshot: its value is the request id.
+pub const ANNOTATION_SNAPSHOT_REQUEST: &str = "nodedrift.dev/snapshot-request";
 
 /// Condition type saying whether the node drifted from its baseline (`False` = healthy).
 pub const CONDITION_DRIFT: &str = "NodeDrift";
@@ -50,6 +55,8 @@ pub struct NodeStatusUpdate {
     pub baseline_version: String,
     /// Packages whose update wants the reboot (named in the `RebootRequired` message).
     pub reboot_packages: Vec<String>,
+    /// The latest snapshot request's outcome; `None` leaves the annotation as it is.
+    pub snapshot_status: Option<String>,
 }
 
 impl NodeStatusUpdate {
@@ -80,7 +87,7 @@ pub(super) fn annotations(u: &NodeStatusUpdate) -> BTreeMap<&'static str, Option
     } else {
         None
     };
-    BTreeMap::from([
+    let mut out = BTreeMap::from([
         (ANNOTATION_STATE, Some(state_word(s.state).to_owned())),
         (ANNOTATION_SUMMARY, Some(summary.to_string())),
         (ANNOTATION_LAST_CHECK, Some(s.checked_at.clone())),
@@ -90,7 +97,11 @@ pub(super) fn annotations(u: &NodeStatusUpdate) -> BTreeMap<&'static str, Option
             Some(u.baseline_version.clone()),
         ),
         (ANNOTATION_REBOOT_SINCE, since),
-    ])
+    ]);
+    if let Some(status) = &u.snapshot_status {
+        out.insert(ANNOTATION_SNAPSHOT_STATUS, Some(status.clone()));
+    }
+    out
 }
 
 fn state_word(s: NodeState) -> &'static str {
@@ -263,6 +274,7 @@ mod tests {
 
     fn update(state: NodeState) -> NodeStatusUpdate {
         NodeStatusUpdate {
+            snapshot_status: None,
             summary: summary(state),
             baseline_version: "sha256:0a1b2c".to_owned(),
             reboot_packages: vec![],

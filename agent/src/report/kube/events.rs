@@ -15,6 +15,8 @@ pub mod reasons {
     pub const FINDING_OPENED: &str = "FindingOpened";
     pub const FINDING_RESOLVED: &str = "FindingResolved";
     pub const REBOOT_REQUIRED: &str = "RebootRequired";
+    pub const SNAPSHOT_READY: &str = "SnapshotReady";
+    pub const SNAPSHOT_FAILED: &str = "SnapshotFailed";
     pub const REBOOT_CLEARED: &str = "RebootCleared";
     pub const BASELINE_REJECTED: &str = "BaselineRejected";
 }
@@ -117,6 +119,26 @@ impl NodeEvent {
             "no reboot is pending any more".to_owned(),
             time,
         )
+    }
+
+    /// A snapshot request was answered: `ok` when the bundle was written (`detail` names it and
+    /// its SHA-256), else why not.
+    pub fn snapshot(id: &str, ok: bool, detail: &str, time: SystemTime) -> Self {
+        if ok {
+            Self::new(
+                EventType::Normal,
+                reasons::SNAPSHOT_READY,
+                format!("snapshot {id} ready: {detail}"),
+                time,
+            )
+        } else {
+            Self::new(
+                EventType::Warning,
+                reasons::SNAPSHOT_FAILED,
+                format!("snapshot {id} not taken: {detail}"),
+                time,
+            )
+        }
     }
 
     /// A new baseline was refused; nodedrift keeps evaluating against the previous one.

@@ -49,6 +49,7 @@ fn update(state: NodeState, checked_at: &str) -> NodeStatusUpdate {
         (0, vec![])
     };
     NodeStatusUpdate {
+        snapshot_status: None,
         summary: NodeSummary {
             state,
             profile: "aks-ubuntu".to_owned(),

@@ -1,0 +1,205 @@
+//! End to end: snapshots asked of the running agent through its own Node's
+//! `nodedrift.dev/snapshot-request` annotation (set on the API-server double), answered in
+//! `nodedrift.dev/snapshot-status`, an Event and a `dev.nodedrift.snapshot.ready` CloudEvent
+//! received by an endpoint in the test process; the bundle on the node verifies.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nodedrift::report::cloudevents::{CloudEvent, types};
+use serde_json::json;
+
+use crate::delivery::accepted;
+use crate::http_sink::receiver::{Mode, Receiver};
+use crate::node_sink::apiserver::{ApiServer, NODE, aks_node};
+use crate::node_sink::kubeconfig;
+use crate::run::Agent;
+use crate::util::{nodedrift, prepared_host, run_bounded};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const REQUEST: &str = "nodedrift.dev/snapshot-request";
+const STATUS: &str = "nodedrift.dev/snapshot-status";
+
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    crate::util::wait_until(what, PATIENCE, done);
+}
+
+struct Setup {
+    _rt: tokio::runtime::Runtime,
+    api: ApiServer,
+    receiver: Receiver,
+    host: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Setup {
+    /// The double's Node already carries a request (`keep-me`), as if made while the agent was
+    /// down.
+    fn new() -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = rt.block_on(ApiServer::start(Some(aks_node())));
+        let receiver = rt.block_on(Receiver::start(Mode::Plain));
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = kubeconfig(&api, dir.path());
+        // One second between snapshots, so the test does not wait the default five minutes;
+        // Events not rate-limited (the drifted host's first findings would use up the budget).
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            "snapshot:\n  minInterval: 1s\n  keep: 10\nkubernetes:\n  eventsPerMinute: 1000\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("NODE_NAME", NODE.to_owned()),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap().to_owned()),
+            ("NODEDRIFT_ENDPOINT", receiver.url()),
+        ];
+        Self {
+            _rt: rt,
+            api,
+            receiver,
+            host: prepared_host("aks-ubuntu-drifted"),
+            dir,
+            env,
+        }
+    }
+
+    fn start(&self, state: tempfile::TempDir) -> Agent {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let config = self.dir.path().join("config.yaml");
+        let agent = Agent::start_with_state(
+            self.host.path(),
+            state,
+            &["--config", config.to_str().unwrap()],
+            &env,
+        );
+        agent.wait_ready();
+        agent
+    }
+
+    fn status(&self) -> Option<String> {
+        self.api.world().annotation(STATUS)
+    }
+
+    fn request(&self, id: &str) {
+        self.api
+            .edit_node(|n| n["metadata"]["annotations"][REQUEST] = json!(id));
+    }
+
+    fn ready_events(&self) -> Vec<CloudEvent> {
+        accepted(&self.receiver)
+            .into_iter()
+            .filter(|e| e.kind == types::SNAPSHOT_READY)
+            .collect()
+    }
+
+    /// Waits for `<id> ready <sha256>` and returns the SHA-256.
+    fn wait_ready(&self, id: &str) -> String {
+        let prefix = format!("{id} ready ");
+        wait_until(&format!("{id} ready"), || {
+            self.status().is_some_and(|s| s.starts_with(&prefix))
+        });
+        self.status().unwrap()[prefix.len()..].to_owned()
+    }
+}
+
+fn bundles(state: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(state.join("snapshots"))
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_request_on_the_node_is_answered_once_with_a_verified_bundle() {
+    let s = Setup::new();
+    let agent = s.start(tempfile::tempdir().unwrap());
+
+    // The request already on the Node at start is answered.
+    let sha = s.wait_ready("keep-me");
+    let files = bundles(agent.state.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let out = run_bounded(nodedrift().args(["snapshot", "verify"]).arg(&files[0]), 60);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&sha));
+    wait_until("snapshot.ready delivered", || !s.ready_events().is_empty());
+    let ready = &s.ready_events()[0];
+    assert_eq!(ready.data["sha256"], json!(sha), "{:#}", ready.data);
+    assert_eq!(ready.data["id"], json!("keep-me"));
+    wait_until("a SnapshotReady Event naming the hash", || {
+        s.api.world().events.values().any(|e| {
+            e["reason"] == "SnapshotReady" && e["message"].as_str().unwrap_or("").contains(&sha)
+        })
+    });
+
+    // Ids that could name a path, or are 10 KB long: refused, nothing written, never echoed.
+    for (round, bad) in ["../../etc/passwd".to_owned(), "x".repeat(10 * 1024)]
+        .iter()
+        .enumerate()
+    {
+        s.request(bad);
+        wait_until("the request refused", || {
+            s.status().as_deref() == Some("- rejected invalid-id")
+        });
+        // A valid request in between, so the next refusal is a new status.
+        let neutral = format!("neutral-{round}");
+        s.request(&neutral);
+        s.wait_ready(&neutral);
+        std::fs::remove_file(bundles(agent.state.path()).pop().unwrap()).unwrap();
+    }
+    assert_eq!(bundles(agent.state.path()).len(), 1);
+
+    // A restart with the same request still on the Node does not take it again; the next
+    // request is a barrier that shows what was taken.
+    let (code, state) = agent.stop(Signal::SIGTERM);
+    assert_eq!(code, Some(0));
+    s.request("keep-me");
+    let agent = s.start(state);
+    wait_until("the restarted agent watching its Node", || {
+        s.api
+            .world()
+            .count(crate::node_sink::apiserver::Route::WatchNode)
+            >= 2
+    });
+    s.request("after-restart");
+    s.wait_ready("after-restart");
+    let files = bundles(agent.state.path());
+    assert_eq!(
+        files.len(),
+        2,
+        "keep-me once, after-restart once: {files:?}"
+    );
+
+    s.api.assert_clean();
+    assert_eq!(agent.terminate(), Some(0));
+}
+
+/// A flood of requests costs a snapshot or two, not one each: the latest waits for the minimum
+/// interval and replaces the ones before it.
+#[test]
+fn a_flood_of_requests_is_coalesced() {
+    let s = Setup::new();
+    let agent = s.start(tempfile::tempdir().unwrap());
+    s.wait_ready("keep-me");
+    for i in 0..30 {
+        s.request(&format!("flood-{i}"));
+    }
+    s.wait_ready("flood-29");
+    let files = bundles(agent.state.path());
+    assert!(
+        files.len() <= 3,
+        "keep-me, at most one flood request taken before the interval, and the last: {files:?}"
+    );
+    s.api.assert_clean();
+    assert_eq!(agent.terminate(), Some(0));
+}
