@@ -152,6 +152,9 @@ pub struct RawSnapshot {
     pub min_interval: Option<Interval>,
     /// Take one when a finding of this severity or higher opens. Default: never.
     pub on_severity: Option<crate::baseline::Severity>,
+    /// Upload each bundle to `<uploadUrl>/<file name>` (PUT, streamed, retried), with the
+    /// endpoint's token and TLS settings. Default: kept on the node only.
+    pub upload_url: Option<String>,
 }
 
 /// `intervals`.
@@ -389,6 +392,7 @@ pub struct Snapshot {
     pub max_bytes: u64,
     pub min_interval: Duration,
     pub on_severity: Option<crate::baseline::Severity>,
+    pub upload_url: Option<String>,
 }
 
 impl Default for Snapshot {
@@ -399,6 +403,7 @@ impl Default for Snapshot {
             max_bytes: crate::snapshot::DEFAULT_MAX_BUNDLE_BYTES,
             min_interval: DEFAULT_SNAPSHOT_MIN_INTERVAL,
             on_severity: None,
+            upload_url: None,
         }
     }
 }
@@ -548,6 +553,7 @@ impl Config {
                 "maxMib": self.snapshot.max_bytes >> 20,
                 "minInterval": d(self.snapshot.min_interval),
                 "onSeverity": self.snapshot.on_severity,
+                "uploadUrl": self.snapshot.upload_url,
             },
         })
     }
@@ -769,6 +775,7 @@ impl Config {
                 .map_or(d.max_bytes, |m| m.saturating_mul(1 << 20)),
             min_interval: sn.min_interval.map_or(d.min_interval, |i| i.0),
             on_severity: sn.on_severity,
+            upload_url: sn.upload_url.filter(|u| !u.is_empty()),
         };
 
         let profile = match var("NODEDRIFT_PROFILE") {

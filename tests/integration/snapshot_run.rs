@@ -11,7 +11,7 @@ use nodedrift::report::cloudevents::{CloudEvent, types};
 use serde_json::json;
 
 use crate::delivery::accepted;
-use crate::http_sink::receiver::{Mode, Receiver};
+use crate::http_sink::receiver::{Fault, Mode, Receiver};
 use crate::node_sink::apiserver::{ApiServer, NODE, aks_node};
 use crate::node_sink::kubeconfig;
 use crate::run::Agent;
@@ -38,6 +38,11 @@ impl Setup {
     /// The double's Node already carries a request (`keep-me`), as if made while the agent was
     /// down.
     fn new() -> Self {
+        Self::with_snapshot_config("")
+    }
+
+    /// `extra`: more `snapshot:` keys, indented.
+    fn with_snapshot_config(extra: &str) -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let api = rt.block_on(ApiServer::start(Some(aks_node())));
         let receiver = rt.block_on(Receiver::start(Mode::Plain));
@@ -47,7 +52,9 @@ impl Setup {
         // Events not rate-limited (the drifted host's first findings would use up the budget).
         std::fs::write(
             dir.path().join("config.yaml"),
-            "snapshot:\n  minInterval: 1s\n  keep: 10\nkubernetes:\n  eventsPerMinute: 1000\n",
+            format!(
+                "snapshot:\n  minInterval: 1s\n  keep: 10\n{extra}kubernetes:\n  eventsPerMinute: 1000\n"
+            ),
         )
         .unwrap();
         let env = vec![
@@ -199,6 +206,69 @@ fn a_flood_of_requests_is_coalesced() {
     assert!(
         files.len() <= 3,
         "keep-me, at most one flood request taken before the interval, and the last: {files:?}"
+    );
+    s.api.assert_clean();
+    assert_eq!(agent.terminate(), Some(0));
+}
+
+/// With `snapshot.uploadUrl`, the bundle is uploaded (PUT, the file's bytes, retried after a
+/// 503) and the CloudEvent points at it; an upload refused for good leaves the bundle on the
+/// node and says so.
+#[test]
+fn bundles_are_uploaded_and_a_refused_upload_is_reported() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(Receiver::start(Mode::Plain));
+    store.push_faults([Fault::Status(503, "busy")]);
+    let url = format!("{}/snapshots", store.url().trim_end_matches('/'));
+    let s = Setup::with_snapshot_config(&format!("  uploadUrl: {url}\n"));
+    let agent = s.start(tempfile::tempdir().unwrap());
+    let prefix = "keep-me uploaded ";
+    wait_until("keep-me uploaded", || {
+        s.status().is_some_and(|st| st.starts_with(prefix))
+    });
+    let sha = s.status().unwrap()[prefix.len()..].to_owned();
+    let puts: Vec<_> = store
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .collect();
+    assert_eq!(puts.len(), 2, "a 503, then the upload");
+    let file = bundles(agent.state.path()).pop().unwrap();
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let base_path = url.split_once("//").unwrap().1.split_once('/').unwrap().1;
+    assert_eq!(puts[1].path, format!("/{base_path}/{name}"));
+    assert_eq!(
+        puts[1].body,
+        std::fs::read(&file).unwrap(),
+        "the file's bytes"
+    );
+    assert_eq!(puts[1].header("x-checksum-sha256"), Some(sha.as_str()));
+    assert_eq!(puts[1].header("content-type"), Some("application/gzip"));
+    wait_until("snapshot.ready delivered", || !s.ready_events().is_empty());
+    let ready = &s.ready_events()[0];
+    assert_eq!(ready.data["location"], json!(format!("{url}/{name}")));
+    assert_eq!(ready.data["uploadError"], json!(null));
+
+    // Refused for good (403): the bundle stays on the node, the status says ready.
+    store.push_faults([Fault::Status(403, "no")]);
+    s.request("refused");
+    s.wait_ready("refused");
+    wait_until("the refusal in the CloudEvent", || {
+        s.ready_events().len() >= 2
+    });
+    let ready = &s.ready_events()[1];
+    assert!(
+        ready.data["uploadError"]
+            .as_str()
+            .is_some_and(|e| e.contains("403")),
+        "{:#}",
+        ready.data
+    );
+    assert!(
+        ready.data["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("node://")
     );
     s.api.assert_clean();
     assert_eq!(agent.terminate(), Some(0));

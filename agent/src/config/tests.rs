@@ -75,6 +75,7 @@ fn defaults() -> Config {
             max_bytes: 256 << 20,
             min_interval: Duration::from_secs(300),
             on_severity: None,
+            upload_url: None,
         },
     }
 }

@@ -176,14 +176,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
     ));
     match &config.endpoint.url {
         Some(url) => {
-            let e = &config.endpoint;
-            let mut ec = EndpointConfig::new(url.as_str());
-            ec.token_file = e.token_file.clone();
-            ec.ca_file = e.ca_file.clone();
-            ec.client_cert = e.client_identity.as_ref().map(|c| c.cert.clone());
-            ec.client_key = e.client_identity.as_ref().map(|c| c.key.clone());
-            ec.timeout = e.timeout;
-            ec.batch_max_events = e.batch_max_events;
+            let mut ec = endpoint_config(&config.endpoint, url.as_str());
+            ec.batch_max_events = config.endpoint.batch_max_events;
             let sink = HttpSink::new(ec)?;
             let sink_metrics = Arc::new(SinkMetrics::new());
             tracing::info!(url = %sink.url(), "Delivering CloudEvents to the central endpoint.");
@@ -250,6 +244,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
     } else {
         tracing::info!(reason = %config.kubernetes.decided_by, "The Kubernetes sink is off.");
     }
+    let upload = match &config.snapshot.upload_url {
+        Some(url) => Some(HttpSink::new(endpoint_config(&config.endpoint, url))?),
+        None => None,
+    };
     tasks.spawn(
         snapshots::SnapshotWorker {
             config: config.clone(),
@@ -259,6 +257,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
             events: publisher.kube.as_ref().map(|k| k.events.clone()),
             wake: wake.clone(),
             triggers: triggers.clone(),
+            upload,
         }
         .run(snapshot_rx, cancel.clone()),
     );
@@ -592,6 +591,18 @@ async fn follow_node(
             () = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// A client for `url` with the endpoint's token, CA, client identity and timeout (the
+/// CloudEvents sink, and snapshot uploads).
+fn endpoint_config(e: &crate::config::Endpoint, url: &str) -> EndpointConfig {
+    let mut ec = EndpointConfig::new(url);
+    ec.token_file = e.token_file.clone();
+    ec.ca_file = e.ca_file.clone();
+    ec.client_cert = e.client_identity.as_ref().map(|c| c.cert.clone());
+    ec.client_key = e.client_identity.as_ref().map(|c| c.key.clone());
+    ec.timeout = e.timeout;
+    ec
 }
 
 /// Copies a sink's counters into Prometheus every few seconds: `deltas` turns two snapshots

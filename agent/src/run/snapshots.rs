@@ -12,9 +12,14 @@
 //!   the oldest beyond `snapshot.keep` removed), what is read and the size cap come from the
 //!   agent's configuration.
 //! * The outcome goes to the Node annotation `nodedrift.dev/snapshot-status`
-//!   (`<id> <state> <sha256|->`, state `waiting`, `running`, `ready`, `failed`, `rejected`), an
-//!   Event, and, for a bundle, a `dev.nodedrift.snapshot.ready` CloudEvent with its SHA-256, size
-//!   and path.
+//!   (`<id> <state> <sha256|->`, state `waiting`, `running`, `uploading`, `ready`, `uploaded`,
+//!   `failed`, `rejected`), an
+//!   Event, and, for a bundle, a `dev.nodedrift.snapshot.ready` CloudEvent with its SHA-256, size,
+//!   path and location.
+//! * With `snapshot.uploadUrl`, the bundle is also uploaded (`PUT <uploadUrl>/<file>`, streamed
+//!   from the file, retried with backoff; the endpoint's token and TLS settings): state
+//!   `uploaded`, and the CloudEvent's location is the URL. A failed upload leaves the bundle on
+//!   the node, says so in a Warning Event and the CloudEvent (`uploadError`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +38,7 @@ use crate::host::HostRoot;
 use crate::inspect;
 use crate::ledger::Ledger;
 use crate::report::cloudevents::{CloudEvent, types};
+use crate::report::http::HttpSink;
 use crate::report::kube::NodeEvent;
 use crate::snapshot::{self, SnapshotOutcome, SnapshotRequest};
 
@@ -51,6 +57,8 @@ pub struct SnapshotWorker {
     pub wake: Arc<Notify>,
     /// To have the new status published.
     pub triggers: Triggers,
+    /// Where bundles are uploaded (`snapshot.uploadUrl`), when set.
+    pub upload: Option<HttpSink>,
 }
 
 impl SnapshotWorker {
@@ -164,7 +172,7 @@ impl SnapshotWorker {
         let result = job.await;
         guard.abort();
         match result {
-            Ok(Ok(o)) => self.ready(id, &o),
+            Ok(Ok(o)) => self.ready(id, &o, cancel).await,
             Ok(Err(e)) => {
                 tracing::error!(id, error = %e, "Snapshot failed.");
                 self.answer(id, "failed", "-");
@@ -179,12 +187,33 @@ impl SnapshotWorker {
         None
     }
 
-    fn ready(&self, id: &str, o: &SnapshotOutcome) {
+    async fn ready(&self, id: &str, o: &SnapshotOutcome, cancel: &CancellationToken) {
         let path = o.path.clone().unwrap_or_default();
         tracing::info!(id, sha256 = %o.sha256, size = o.size, path = %path.display(), errors = o.errors, "Snapshot ready.");
         let dir = snapshot::snapshot_dir(&self.config.state_dir);
         if let Err(e) = snapshot::retain(&dir, self.config.snapshot.keep) {
             tracing::warn!(error = %e, "Cannot remove old snapshots.");
+        }
+        let mut location = format!("node://{}{}", self.node, path.display());
+        let mut upload_error = None;
+        if let Some(sink) = &self.upload {
+            self.answer(id, "uploading", &o.sha256);
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("{id}.tar.gz"));
+            match sink.upload(&path, &name, &o.sha256, cancel).await {
+                Ok(url) => location = url,
+                Err(e) => {
+                    tracing::error!(id, error = %e, "Snapshot upload failed; the bundle stays on the node.");
+                    self.event(
+                        id,
+                        false,
+                        &format!("upload failed, the bundle stays at {}: {e}", path.display()),
+                    );
+                    upload_error = Some(e.to_string());
+                }
+            }
         }
         let now = unix_now();
         let event = CloudEvent::new(
@@ -200,8 +229,9 @@ impl SnapshotWorker {
                 "entries": o.entries,
                 "errors": o.errors,
                 "trimmed": o.trimmed.len(),
-                "location": format!("node://{}{}", self.node, path.display()),
+                "location": location,
                 "path": path,
+                "uploadError": upload_error,
                 "createdAt": o.created_at,
             }),
         );
@@ -209,8 +239,9 @@ impl SnapshotWorker {
             Ok(_) => self.wake.notify_one(),
             Err(e) => tracing::error!(error = %e, "Cannot queue the snapshot.ready event."),
         }
-        self.answer(id, "ready", &o.sha256);
-        let detail = format!("{} ({} bytes, sha256 {})", path.display(), o.size, o.sha256);
+        let uploaded = self.upload.is_some() && upload_error.is_none();
+        self.answer(id, if uploaded { "uploaded" } else { "ready" }, &o.sha256);
+        let detail = format!("{location} ({} bytes, sha256 {})", o.size, o.sha256);
         self.event(id, true, &detail);
     }
 

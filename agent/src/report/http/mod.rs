@@ -249,7 +249,101 @@ pub struct HttpSink {
     backoff: Backoff,
 }
 
+/// How many times an upload is tried before it is given up.
+pub const UPLOAD_ATTEMPTS: u32 = 6;
+/// Time allowed for one upload request (a bundle is up to hundreds of MiB).
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An upload that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("upload to {url}: {message}")]
+    Rejected { url: String, message: String },
+    #[error("upload to {url}: gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        url: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("upload to {url}: cancelled")]
+    Cancelled { url: String },
+}
+
 impl HttpSink {
+    /// Uploads `file` to `<url>/<name>` with `PUT`, streamed from the file (never read whole),
+    /// with the sink's TLS settings and token, `Content-Type: application/gzip` and
+    /// `X-Checksum-Sha256`. Connection errors, timeouts, 408, 429 and 5xx are retried with the
+    /// sink's backoff (at most [`UPLOAD_ATTEMPTS`] tries); another status is final. Returns
+    /// where it went.
+    pub async fn upload(
+        &self,
+        file: &std::path::Path,
+        name: &str,
+        sha256: &str,
+        cancel: &CancellationToken,
+    ) -> Result<String, UploadError> {
+        let url = format!("{}/{name}", self.url.as_str().trim_end_matches('/'));
+        let file_err = |source| UploadError::File {
+            path: file.display().to_string(),
+            source,
+        };
+        let mut last = String::new();
+        for attempt in 0..UPLOAD_ATTEMPTS {
+            if attempt > 0 {
+                tokio::select! {
+                    () = cancel.cancelled() => return Err(UploadError::Cancelled { url }),
+                    () = tokio::time::sleep(self.backoff.delay(attempt - 1)) => {}
+                }
+            }
+            let f = tokio::fs::File::open(file).await.map_err(file_err)?;
+            let len = f.metadata().await.map_err(file_err)?.len();
+            let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f));
+            let mut req = self
+                .client
+                .put(&url)
+                .timeout(UPLOAD_TIMEOUT)
+                .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .header("X-Checksum-Sha256", sha256)
+                .body(body);
+            if let Some(t) = &self.token {
+                match t.header().await {
+                    Ok(h) => req = req.header(reqwest::header::AUTHORIZATION, h),
+                    Err(e) => {
+                        last = e.to_string();
+                        continue;
+                    }
+                }
+            }
+            let sent = tokio::select! {
+                () = cancel.cancelled() => return Err(UploadError::Cancelled { url }),
+                r = req.send() => r,
+            };
+            match sent {
+                Ok(r) if r.status().is_success() => return Ok(url),
+                Ok(r) => {
+                    let code = r.status().as_u16();
+                    last = format!("status {code}");
+                    if !(code == 408 || code == 429 || r.status().is_server_error()) {
+                        return Err(UploadError::Rejected { url, message: last });
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tracing::debug!(%url, attempt, error = %last, "Upload failed; retrying.");
+        }
+        Err(UploadError::GaveUp {
+            url,
+            attempts: UPLOAD_ATTEMPTS,
+            last,
+        })
+    }
+
     /// Validates `cfg` and builds the client; reads the CA and client identity files now
     /// (the token file is read at each send). Never contacts the endpoint.
     pub fn new(cfg: EndpointConfig) -> Result<Self, SinkError> {
