@@ -34,6 +34,63 @@ pub fn kubeconfig(api: &ApiServer, dir: &std::path::Path) -> std::path::PathBuf 
     path
 }
 
+/// What a live agent reports to, all in the test process: the API-server double serving its
+/// Node, a CloudEvents receiver, and the environment that points the agent at both.
+pub struct Sinks {
+    /// Serves the double and the receiver; dropped last.
+    _rt: tokio::runtime::Runtime,
+    pub api: ApiServer,
+    pub receiver: crate::http_sink::receiver::Receiver,
+    /// Holds the kubeconfig (and whatever else a test puts there).
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Sinks {
+    pub fn start() -> Self {
+        use crate::http_sink::receiver::{Mode, Receiver};
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = rt.block_on(ApiServer::start(Some(aks_node())));
+        let receiver = rt.block_on(Receiver::start(Mode::Plain));
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = kubeconfig(&api, dir.path());
+        let env = vec![
+            ("NODE_NAME", NODE.to_owned()),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap().to_owned()),
+            ("NODEDRIFT_ENDPOINT", receiver.url()),
+        ];
+        Self {
+            _rt: rt,
+            api,
+            receiver,
+            dir,
+            env,
+        }
+    }
+
+    /// Starts `nodedrift run` on `host` with `state` and `extra` arguments, reporting here, and
+    /// waits until it is ready.
+    pub fn start_agent(
+        &self,
+        host: &std::path::Path,
+        state: tempfile::TempDir,
+        extra: &[&str],
+    ) -> Agent {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let agent = Agent::start_with_state(host, state, extra, &env);
+        agent.wait_ready();
+        agent
+    }
+
+    /// Accepted CloudEvents of `kind`, in arrival order.
+    pub fn events(&self, kind: &str) -> Vec<nodedrift::report::cloudevents::CloudEvent> {
+        crate::delivery::accepted(&self.receiver)
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .collect()
+    }
+}
+
 #[test]
 fn the_agent_reports_drift_and_reboot_on_its_own_node() {
     let rt = tokio::runtime::Runtime::new().unwrap();

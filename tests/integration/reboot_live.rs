@@ -16,10 +16,7 @@ use nodedrift::clock::{rfc3339_secs, unix_now};
 use nodedrift::report::cloudevents::{CloudEvent, types};
 use serde_json::{Value, json};
 
-use crate::delivery::accepted;
-use crate::http_sink::receiver::{Mode, Receiver};
-use crate::node_sink::apiserver::{ApiServer, NODE, aks_node};
-use crate::node_sink::kubeconfig;
+use crate::node_sink::Sinks;
 use crate::run::Agent;
 use crate::util::prepared_host;
 
@@ -31,48 +28,33 @@ fn wait_until(what: &str, done: impl FnMut() -> bool) {
     crate::util::wait_until(what, PATIENCE, done);
 }
 
-/// The double, the receiver and the host an agent runs against.
+/// The sinks and the host an agent runs against.
 struct Setup {
-    // Serves the double and the receiver; dropped last.
-    _rt: tokio::runtime::Runtime,
-    api: ApiServer,
-    receiver: Receiver,
+    sinks: Sinks,
     host: tempfile::TempDir,
-    _dir: tempfile::TempDir,
-    env: Vec<(&'static str, String)>,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Sinks;
+    fn deref(&self) -> &Sinks {
+        &self.sinks
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let api = rt.block_on(ApiServer::start(Some(aks_node())));
-        let receiver = rt.block_on(Receiver::start(Mode::Plain));
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = kubeconfig(&api, dir.path());
         let host = prepared_host("aks-ubuntu-clean");
         std::fs::create_dir_all(host.path().join("run")).unwrap();
         std::fs::create_dir_all(host.path().join("staging")).unwrap();
-        let env = vec![
-            ("NODE_NAME", NODE.to_owned()),
-            ("KUBECONFIG", kubeconfig.to_str().unwrap().to_owned()),
-            ("NODEDRIFT_ENDPOINT", receiver.url()),
-        ];
         Self {
-            _rt: rt,
-            api,
-            receiver,
+            sinks: Sinks::start(),
             host,
-            _dir: dir,
-            env,
         }
     }
 
     /// Starts the agent on `state` and waits until its file watches are in place.
     fn start(&self, state: tempfile::TempDir) -> Agent {
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let agent = Agent::start_with_state(self.host.path(), state, &[], &env);
-        agent.wait_ready();
-        agent
+        self.sinks.start_agent(self.host.path(), state, &[])
     }
 
     fn marker(&self) -> PathBuf {
@@ -88,14 +70,6 @@ impl Setup {
         std::fs::write(&staged, "*** System restart required ***\n").unwrap();
         set_mtime(&staged, at(mtime));
         std::fs::rename(&staged, self.marker()).unwrap();
-    }
-
-    /// Accepted events of `kind`, in arrival order.
-    fn events(&self, kind: &str) -> Vec<CloudEvent> {
-        accepted(&self.receiver)
-            .into_iter()
-            .filter(|e| e.kind == kind)
-            .collect()
     }
 
     fn annotation(&self) -> Option<String> {

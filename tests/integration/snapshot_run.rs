@@ -10,10 +10,8 @@ use nix::sys::signal::Signal;
 use nodedrift::report::cloudevents::{CloudEvent, types};
 use serde_json::json;
 
-use crate::delivery::accepted;
 use crate::http_sink::receiver::{Fault, Mode, Receiver};
-use crate::node_sink::apiserver::{ApiServer, NODE, aks_node};
-use crate::node_sink::kubeconfig;
+use crate::node_sink::Sinks;
 use crate::run::Agent;
 use crate::util::{nodedrift, prepared_host, run_bounded};
 
@@ -26,12 +24,15 @@ fn wait_until(what: &str, done: impl FnMut() -> bool) {
 }
 
 struct Setup {
-    _rt: tokio::runtime::Runtime,
-    api: ApiServer,
-    receiver: Receiver,
+    sinks: Sinks,
     host: tempfile::TempDir,
-    dir: tempfile::TempDir,
-    env: Vec<(&'static str, String)>,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Sinks;
+    fn deref(&self) -> &Sinks {
+        &self.sinks
+    }
 }
 
 impl Setup {
@@ -43,46 +44,29 @@ impl Setup {
 
     /// `extra`: more `snapshot:` keys, indented.
     fn with_snapshot_config(extra: &str) -> Self {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let api = rt.block_on(ApiServer::start(Some(aks_node())));
-        let receiver = rt.block_on(Receiver::start(Mode::Plain));
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = kubeconfig(&api, dir.path());
+        let sinks = Sinks::start();
         // One second between snapshots, so the test does not wait the default five minutes;
         // Events not rate-limited (the drifted host's first findings would use up the budget).
         std::fs::write(
-            dir.path().join("config.yaml"),
+            sinks.dir.path().join("config.yaml"),
             format!(
                 "snapshot:\n  minInterval: 1s\n  keep: 10\n{extra}kubernetes:\n  eventsPerMinute: 1000\n"
             ),
         )
         .unwrap();
-        let env = vec![
-            ("NODE_NAME", NODE.to_owned()),
-            ("KUBECONFIG", kubeconfig.to_str().unwrap().to_owned()),
-            ("NODEDRIFT_ENDPOINT", receiver.url()),
-        ];
         Self {
-            _rt: rt,
-            api,
-            receiver,
+            sinks,
             host: prepared_host("aks-ubuntu-drifted"),
-            dir,
-            env,
         }
     }
 
     fn start(&self, state: tempfile::TempDir) -> Agent {
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let config = self.dir.path().join("config.yaml");
-        let agent = Agent::start_with_state(
+        let config = self.sinks.dir.path().join("config.yaml");
+        self.sinks.start_agent(
             self.host.path(),
             state,
             &["--config", config.to_str().unwrap()],
-            &env,
-        );
-        agent.wait_ready();
-        agent
+        )
     }
 
     fn status(&self) -> Option<String> {
@@ -95,10 +79,7 @@ impl Setup {
     }
 
     fn ready_events(&self) -> Vec<CloudEvent> {
-        accepted(&self.receiver)
-            .into_iter()
-            .filter(|e| e.kind == types::SNAPSHOT_READY)
-            .collect()
+        self.events(types::SNAPSHOT_READY)
     }
 
     /// Waits for `<id> ready <sha256>` and returns the SHA-256.
