@@ -138,6 +138,19 @@ pub enum JournalError {
     },
 }
 
+impl JournalError {
+    /// The host path of the file, where the error has one of its own.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Self::Host(_) => None,
+            Self::NotJournal { path, .. }
+            | Self::Unsupported { path, .. }
+            | Self::Corrupt { path, .. }
+            | Self::Io { path, .. } => Some(path),
+        }
+    }
+}
+
 fn le64(b: &[u8], at: usize) -> u64 {
     let mut x = [0u8; 8];
     if let Some(s) = b.get(at..at + 8) {
@@ -796,10 +809,9 @@ impl Entry {
         i64::try_from(self.realtime_usec / 1_000_000).unwrap_or(i64::MAX)
     }
 
-    /// The entry as `journalctl -o short-iso` prints it, with an RFC 3339 time in UTC to the
-    /// microsecond: `2026-11-22T08:01:02.123456Z kubelet[1201]: message`. A message of several
-    /// lines continues on lines indented under the first.
-    pub fn lines(&self) -> Vec<String> {
+    /// The start of the entry's line, as `journalctl -o short-iso` prints it but with an
+    /// RFC 3339 time in UTC to the microsecond: `2026-11-22T08:01:02.123456Z kubelet[1201]: `.
+    pub fn prefix(&self) -> String {
         let stamp = crate::clock::rfc3339_secs(self.unix_secs());
         let stamp = format!(
             "{}.{:06}Z",
@@ -811,39 +823,42 @@ impl Entry {
             .as_deref()
             .or(self.comm.as_deref())
             .unwrap_or("unknown");
-        let prefix = match &self.pid {
+        match &self.pid {
             Some(pid) => format!("{stamp} {ident}[{pid}]: "),
             None => format!("{stamp} {ident}: "),
-        };
+        }
+    }
+
+    /// The message's lines; a marker for a message that is not shown.
+    pub fn message_lines(&self) -> Vec<String> {
         match &self.message {
             Message::Text { text, cut } => {
-                let indent = " ".repeat(prefix.chars().count());
-                let mut out: Vec<String> = text
-                    .split('\n')
-                    .enumerate()
-                    .map(|(i, l)| {
-                        if i == 0 {
-                            format!("{prefix}{l}")
-                        } else {
-                            format!("{indent}{l}")
-                        }
-                    })
-                    .collect();
+                let mut out: Vec<String> = text.split('\n').map(str::to_owned).collect();
                 if *cut && let Some(last) = out.last_mut() {
                     last.push_str(" <cut>");
                 }
                 out
             }
             Message::Binary { bytes } => {
-                vec![format!(
-                    "{prefix}<binary message: {bytes} bytes, not shown>"
-                )]
+                vec![format!("<binary message: {bytes} bytes, not shown>")]
             }
             Message::Compressed { algorithm, bytes } => vec![format!(
-                "{prefix}<compressed message ({algorithm}, {bytes} bytes stored): not read>"
+                "<compressed message ({algorithm}, {bytes} bytes stored): not read>"
             )],
-            Message::Missing => vec![format!("{prefix}<no message>")],
+            Message::Missing => vec!["<no message>".to_owned()],
         }
+    }
+
+    /// The entry as lines: the prefix, then the message; a message of several lines goes on
+    /// on lines indented under the first.
+    pub fn lines(&self) -> Vec<String> {
+        let prefix = self.prefix();
+        let indent = " ".repeat(prefix.chars().count());
+        self.message_lines()
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| format!("{}{l}", if i == 0 { &prefix } else { &indent }))
+            .collect()
     }
 }
 
@@ -937,6 +952,11 @@ impl Journal {
             }
         }
         j
+    }
+
+    /// True when no journal file could be opened.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
     }
 
     /// The files opened.
