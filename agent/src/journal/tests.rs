@@ -480,3 +480,52 @@ fn symlinks_and_other_files_are_not_opened() {
     );
     assert!(j.errors.is_empty(), "{:?}", j.errors);
 }
+
+#[test]
+fn random_damage_never_panics_or_hangs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_journal(tmp.path(), "system.journal", &mixed(300), &[]);
+    let host = HostRoot::new(tmp.path()).unwrap();
+    let (first, end) = {
+        let f = &Journal::open(&host).files[0];
+        let h = &f.header;
+        let mut b = [0u8; 8];
+        f.read_at(136, &mut b).unwrap();
+        let tail = u64::from_le_bytes(b);
+        (
+            h.data_hash_table_offset + h.data_hash_table_size,
+            tail + 4096,
+        )
+    };
+    let mut rng = fastrand::Rng::with_seed(0x006a_6f75_726e_616c);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    for round in 0..300 {
+        // A few bytes changed in the header or among the objects, then put back.
+        let mut saved = Vec::new();
+        for _ in 0..rng.usize(1..12) {
+            let at = if rng.u8(..) < 48 {
+                rng.u64(0..272)
+            } else {
+                rng.u64(first..end)
+            };
+            let mut old = [0u8; 1];
+            file.read_exact_at(&mut old, at).unwrap();
+            saved.push((at, old[0]));
+            file.write_all_at(&[rng.u8(..)], at).unwrap();
+        }
+        let j = Journal::open(&host);
+        for unit in [UNIT, "_SYSTEMD_UNIT=containerd.service"] {
+            let (got, _) = tail(&j, unit, 1000, 0);
+            assert!(got.len() <= 1000, "round {round}");
+        }
+        for (at, b) in saved.into_iter().rev() {
+            file.write_all_at(&[b], at).unwrap();
+        }
+    }
+    let (got, rep) = tail(&Journal::open(&host), UNIT, 1000, 0);
+    assert_eq!((got.len(), rep.errors.len()), (200, 0));
+}

@@ -300,7 +300,7 @@ fn read_source(
 ) -> Result<(VecDeque<Line>, SourceReport), String> {
     match (&src.origin, journal) {
         (Origin::File { path, filter }, _) => {
-            read_file(req.host, src, path, *filter, req, byte_budget, shared, ctx)
+            read_file(src, path, *filter, req, byte_budget, shared, ctx)
         }
         (Origin::Journal { matching }, Some(j)) => Ok(read_journal(
             j,
@@ -316,9 +316,7 @@ fn read_source(
 }
 
 /// Reads a file from its end: the newest lines that pass the filter, redacted.
-#[allow(clippy::too_many_arguments)]
 fn read_file(
-    host: &HostRoot,
     src: &Source,
     path: &Path,
     filter: Filter,
@@ -327,7 +325,7 @@ fn read_file(
     shared: &mut Shared,
     ctx: &Ctx<'_, '_>,
 ) -> Result<(VecDeque<Line>, SourceReport), String> {
-    let (file, meta) = host.open_file(path).map_err(|e| e.to_string())?;
+    let (file, meta) = req.host.open_file(path).map_err(|e| e.to_string())?;
     let mut rep = SourceReport {
         component: src.component.to_owned(),
         source: src.name(),
