@@ -32,6 +32,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The snapshot's journal tests write real journal files with systemd's own tool. The same
+# version as the installed systemd, so the install does not upgrade systemd itself.
+if [ ! -x /lib/systemd/systemd-journal-remote ]; then
+  echo "tests/run.sh: installing systemd-journal-remote (needed by the journal tests)" >&2
+  if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+  $sudo apt-get update -qq
+  v="$(dpkg-query -W -f='${Version}' systemd 2>/dev/null || true)"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      "systemd-journal-remote=$v" >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      systemd-journal-remote >/dev/null
+fi
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast "$@"
   # nextest does not run doctests.

@@ -13,6 +13,7 @@ pub mod files;
 pub mod finding;
 pub mod host;
 pub mod inspect;
+pub mod journal;
 pub mod ledger;
 pub mod localfile;
 pub mod redact;

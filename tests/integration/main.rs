@@ -24,6 +24,7 @@ mod reboot;
 mod reboot_live;
 pub mod run;
 mod snapshot;
+mod snapshot_journal;
 mod snapshot_run;
 mod sysctl;
 mod systemd_unit;

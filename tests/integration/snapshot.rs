@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::util::{nodedrift, prepared_host, run};
 
 /// Every entry of a bundle: path → bytes (decompressed).
-fn entries(bundle: &[u8]) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn entries(bundle: &[u8]) -> BTreeMap<String, Vec<u8>> {
     let gz = flate2::read::GzDecoder::new(bundle);
     let mut a = tar::Archive::new(gz);
     let mut out = BTreeMap::new();
@@ -42,7 +42,7 @@ fn order(bundle: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn json_of(entries: &BTreeMap<String, Vec<u8>>, name: &str) -> Value {
+pub(crate) fn json_of(entries: &BTreeMap<String, Vec<u8>>, name: &str) -> Value {
     serde_json::from_slice(
         entries
             .get(name)

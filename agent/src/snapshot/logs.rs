@@ -1,5 +1,5 @@
 //! Recent kernel messages and the last lines of the kubelet, containerd and kube-proxy logs,
-//! from plain-text files, read from their END.
+//! from plain-text files read from their END, and from journald's journal.
 //!
 //! At most [`super::Limits::log_scan_bytes`] are read from the end of a file (a sparse or
 //! runaway multi-gigabyte log costs that much, never more); lines are filtered by program for
@@ -8,9 +8,13 @@
 //! are read from RFC 3339 (rsyslog, CRI container logs), traditional syslog and klog prefixes;
 //! the last two carry no year or zone, which are taken from the file's modification time.
 //!
-//! journald's binary journal is not parsed (and nothing is run to read it): when
-//! `/var/log/journal` or `/run/log/journal` exists, `errors.json` says so. `/dev/kmsg` is a
-//! character device, which the host reader never opens.
+//! The journal (`/var/log/journal`, `/run/log/journal`) is read by [`crate::journal`] (nothing
+//! is run): the entries of `kubelet.service`, `containerd.service` and `kube-proxy.service`
+//! (and the kernel's, `_TRANSPORT=kernel`), the newest [`super::Limits::log_lines`] of the
+//! last [`super::Limits::log_minutes`], become `logs/<component>/journal.log`, written as
+//! `journalctl -o short-iso` does, redacted like the files. Journal files that cannot be read,
+//! and messages stored compressed (not read), are in `errors.json`. `/dev/kmsg` is a character
+//! device, which the host reader never opens.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
@@ -21,15 +25,14 @@ use serde_json::json;
 
 use super::SnapshotRequest;
 use super::collect::{Ctx, Shared};
-use crate::host::{FileKind, HostRoot};
+use crate::host::HostRoot;
+use crate::journal::{self, Journal};
 use crate::redact::Redactor;
 
 /// Longest line kept; longer ones are cut.
 const MAX_LINE: usize = 16 << 10;
 /// Entries looked at in `/var/log/pods`.
 const PODS_LIMIT: usize = 100_000;
-/// Where journald keeps its binary files.
-const JOURNALS: [&str; 2] = ["/var/log/journal", "/run/log/journal"];
 
 /// Which lines of a source belong to the collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +46,57 @@ enum Filter {
 struct Source {
     /// `kubelet`, `kernel`, ...
     component: &'static str,
-    path: PathBuf,
-    filter: Filter,
+    origin: Origin,
+}
+
+/// Where a source's lines come from.
+#[derive(Debug, Clone)]
+enum Origin {
+    File {
+        path: PathBuf,
+        filter: Filter,
+    },
+    /// The journal's entries with this field (`_SYSTEMD_UNIT=kubelet.service`).
+    Journal {
+        matching: String,
+    },
+}
+
+impl Source {
+    fn file(component: &'static str, path: impl Into<PathBuf>, filter: Filter) -> Self {
+        Self {
+            component,
+            origin: Origin::File {
+                path: path.into(),
+                filter,
+            },
+        }
+    }
+
+    fn journal(component: &'static str, matching: String) -> Self {
+        Self {
+            component,
+            origin: Origin::Journal { matching },
+        }
+    }
+
+    /// The bundle entry of its lines.
+    fn entry(&self) -> String {
+        match &self.origin {
+            Origin::File { path, .. } => {
+                format!("logs/{}{}", self.component, path.to_string_lossy())
+            }
+            Origin::Journal { .. } => format!("logs/{}/journal.log", self.component),
+        }
+    }
+
+    /// How the report and errors name it.
+    fn name(&self) -> String {
+        match &self.origin {
+            Origin::File { path, .. } => path.display().to_string(),
+            Origin::Journal { matching } => format!("journal: {matching}"),
+        }
+    }
 }
 
 /// What was read from one source (its record in `logs.json`).
@@ -55,6 +107,7 @@ struct SourceReport {
     source: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     entry: Option<String>,
+    /// The file's size; for the journal, the sizes of the files that hold the source.
     file_size: u64,
     /// Offset the read started at: everything before it was not read.
     read_from: u64,
@@ -77,6 +130,12 @@ struct SourceReport {
     zone_offset: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<String>,
+    /// The journal files that hold the source's entries.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    journal_files: Vec<String>,
+    /// What could not be read (path, error), for `errors.json`.
+    #[serde(skip)]
+    errors: Vec<(Option<String>, String)>,
 }
 
 /// A kept line with its time as written (no zone applied yet).
@@ -169,19 +228,107 @@ fn program(line: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
-/// Reads a source from its end: the newest lines that pass the filter, redacted.
+/// The newest lines within a line count and a byte budget. Lines the budget pushes out are
+/// counted as trimmed (those the line count pushes out are simply not among the newest).
+struct Kept {
+    lines: VecDeque<Line>,
+    bytes: u64,
+    max_lines: usize,
+    budget: u64,
+    /// The newest line left out for bytes, to tell trimming from the minutes window later.
+    trimmed_newest: Option<Option<(i64, bool)>>,
+}
+
+impl Kept {
+    fn new(max_lines: usize, budget: u64) -> Self {
+        Self {
+            lines: VecDeque::new(),
+            bytes: 0,
+            max_lines,
+            budget,
+            trimmed_newest: None,
+        }
+    }
+
+    fn push(&mut self, line: Line, rep: &mut SourceReport) {
+        self.bytes += line.text.len() as u64 + 1;
+        self.lines.push_back(line);
+        while self.lines.len() > self.max_lines || self.bytes > self.budget {
+            let over_lines = self.lines.len() > self.max_lines;
+            let Some(l) = self.lines.pop_front() else {
+                break;
+            };
+            self.bytes -= l.text.len() as u64 + 1;
+            if !over_lines {
+                rep.trimmed_lines += 1;
+                rep.trimmed_bytes += l.text.len() as u64 + 1;
+                self.trimmed_newest = Some(l.at);
+            }
+        }
+    }
+
+    /// Applies the minutes window and finishes the report.
+    fn finish(
+        self,
+        rep: &mut SourceReport,
+        req: &SnapshotRequest<'_>,
+        mtime: i64,
+        now: i64,
+    ) -> VecDeque<Line> {
+        let mut kept = self.lines;
+        let cutoff = apply_window(&mut kept, rep, req, mtime, now);
+        // Lines cut for bytes that the minutes window would have dropped anyway were not
+        // trimmed.
+        if let (Some(Some((t, _))), Some((cutoff, offset))) = (self.trimmed_newest, cutoff)
+            && t - offset < cutoff
+        {
+            rep.trimmed_lines = 0;
+            rep.trimmed_bytes = 0;
+        }
+        kept
+    }
+}
+
+/// Reads a source: the newest lines, redacted.
 fn read_source(
-    host: &HostRoot,
     src: &Source,
+    journal: Option<&Journal>,
     req: &SnapshotRequest<'_>,
     byte_budget: u64,
     shared: &mut Shared,
     ctx: &Ctx<'_, '_>,
 ) -> Result<(VecDeque<Line>, SourceReport), String> {
-    let (file, meta) = host.open_file(&src.path).map_err(|e| e.to_string())?;
+    match (&src.origin, journal) {
+        (Origin::File { path, filter }, _) => {
+            read_file(src, path, *filter, req, byte_budget, shared, ctx)
+        }
+        (Origin::Journal { matching }, Some(j)) => Ok(read_journal(
+            j,
+            src,
+            matching,
+            req,
+            byte_budget,
+            shared,
+            ctx,
+        )),
+        (Origin::Journal { .. }, None) => Err("the journal was not opened".into()),
+    }
+}
+
+/// Reads a file from its end: the newest lines that pass the filter, redacted.
+fn read_file(
+    src: &Source,
+    path: &Path,
+    filter: Filter,
+    req: &SnapshotRequest<'_>,
+    byte_budget: u64,
+    shared: &mut Shared,
+    ctx: &Ctx<'_, '_>,
+) -> Result<(VecDeque<Line>, SourceReport), String> {
+    let (file, meta) = req.host.open_file(path).map_err(|e| e.to_string())?;
     let mut rep = SourceReport {
         component: src.component.to_owned(),
-        source: src.path.display().to_string(),
+        source: src.name(),
         file_size: meta.size,
         ..Default::default()
     };
@@ -189,20 +336,17 @@ fn read_source(
     rep.read_from = start;
     let mut file = file;
     file.seek(SeekFrom::Start(start))
-        .map_err(|e| format!("{}: {e}", src.path.display()))?;
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut reader = BufReader::with_capacity(64 << 10, file.take(req.limits.log_scan_bytes));
     let year = crate::clock::year_of(meta.mtime);
     let mut redactor = Redactor::new();
-    let mut kept: VecDeque<Line> = VecDeque::new();
-    let mut kept_bytes = 0u64;
+    let mut kept = Kept::new(req.limits.log_lines, byte_budget);
     let mut raw = Vec::new();
     let mut first = start > 0;
-    // The newest line left out for bytes, to tell trimming from the minutes window later.
-    let mut trimmed_newest: Option<Option<(i64, bool)>> = None;
     loop {
         raw.clear();
         let (n, nul) =
-            read_line(&mut reader, &mut raw).map_err(|e| format!("{}: {e}", src.path.display()))?;
+            read_line(&mut reader, &mut raw).map_err(|e| format!("{}: {e}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -223,7 +367,7 @@ fn read_source(
             continue;
         }
         let text = String::from_utf8_lossy(body);
-        let matches = match src.filter {
+        let matches = match filter {
             Filter::All => true,
             Filter::Program(p) => program(&text) == Some(p),
         };
@@ -231,36 +375,111 @@ fn read_source(
             rep.lines_matched += 1;
             if let Some(red) = redactor.line(&text) {
                 let red = red.into_owned();
-                kept_bytes += red.len() as u64 + 1;
-                kept.push_back(Line {
+                let line = Line {
                     at: line_time(&red, year),
                     text: red,
-                });
-                while kept.len() > req.limits.log_lines || kept_bytes > byte_budget {
-                    let over_lines = kept.len() > req.limits.log_lines;
-                    let Some(l) = kept.pop_front() else { break };
-                    kept_bytes -= l.text.len() as u64 + 1;
-                    if !over_lines {
-                        rep.trimmed_lines += 1;
-                        rep.trimmed_bytes += l.text.len() as u64 + 1;
-                        trimmed_newest = Some(l.at);
-                    }
-                }
+                };
+                kept.push(line, &mut rep);
             }
         }
         drop(text);
         raw.fill(0);
     }
     shared.count(&redactor);
-    let cutoff = apply_window(&mut kept, &mut rep, req, meta.mtime, shared.now);
-    // Lines cut for bytes that the minutes window would have dropped anyway were not trimmed.
-    if let (Some(Some((t, _))), Some((cutoff, offset))) = (trimmed_newest, cutoff)
-        && t - offset < cutoff
-    {
-        rep.trimmed_lines = 0;
-        rep.trimmed_bytes = 0;
-    }
+    let kept = kept.finish(&mut rep, req, meta.mtime, shared.now);
     Ok((kept, rep))
+}
+
+/// Reads the journal's entries with the field `matching`: the newest, oldest first, each
+/// entry as `journalctl -o short-iso` writes it, redacted line by line in the order written.
+fn read_journal(
+    j: &Journal,
+    src: &Source,
+    matching: &str,
+    req: &SnapshotRequest<'_>,
+    byte_budget: u64,
+    shared: &mut Shared,
+    ctx: &Ctx<'_, '_>,
+) -> (VecDeque<Line>, SourceReport) {
+    let mut rep = SourceReport {
+        component: src.component.to_owned(),
+        source: src.name(),
+        ..Default::default()
+    };
+    let window = i64::try_from(req.limits.log_minutes.saturating_mul(60)).unwrap_or(i64::MAX);
+    let since = u64::try_from(shared.now.saturating_sub(window))
+        .unwrap_or(0)
+        .saturating_mul(1_000_000);
+    let mut redactor = Redactor::new();
+    let mut kept = Kept::new(req.limits.log_lines, byte_budget);
+    let mut lines = 0u64;
+    let tail = j.tail(
+        matching,
+        req.limits.log_lines,
+        since,
+        &|| ctx.expired(),
+        &mut |e| {
+            let at = Some((e.unix_secs(), true));
+            // The message is redacted on its own, line by line across entries (a private key
+            // printed to stdout is one entry per line), then prefixed.
+            let prefix = e.prefix();
+            let mut first = true;
+            for l in e.message_lines() {
+                lines += 1;
+                if let Some(red) = redactor.line(&l) {
+                    let text = if std::mem::take(&mut first) {
+                        format!("{prefix}{red}")
+                    } else {
+                        format!("{}{red}", " ".repeat(prefix.chars().count()))
+                    };
+                    kept.push(Line { text, at }, &mut rep);
+                }
+                l.into_bytes().fill(0);
+            }
+        },
+    );
+    rep.lines_read = lines;
+    rep.lines_matched = lines;
+    rep.file_size = j
+        .files()
+        .iter()
+        .filter(|f| tail.files_matched.contains(&f.path))
+        .map(|f| f.size)
+        .sum();
+    rep.journal_files = tail.files_matched.clone();
+    shared.count(&redactor);
+    if tail.timed_out {
+        rep.note = Some("the time budget stopped the read".into());
+    }
+    for e in &tail.errors {
+        rep.errors
+            .push((e.path().map(str::to_owned), e.to_string()));
+    }
+    if tail.errors_not_listed > 0 {
+        rep.errors.push((
+            None,
+            format!(
+                "{}: {} more journal errors not listed",
+                src.name(),
+                tail.errors_not_listed
+            ),
+        ));
+    }
+    if tail.compressed > 0 {
+        rep.errors.push((
+            Some(src.entry()),
+            format!(
+                "{}: {} entries with a compressed MESSAGE ({}), not read: nodedrift has no \
+                 decompressor (journald compresses fields above its threshold, 512 bytes by \
+                 default); they appear as <compressed message ...>",
+                src.name(),
+                tail.compressed,
+                tail.compression.join(", ")
+            ),
+        ));
+    }
+    let kept = kept.finish(&mut rep, req, 0, shared.now);
+    (kept, rep)
 }
 
 /// One line (with its `\n`), at most [`MAX_LINE`] bytes kept of it. NUL bytes (the holes of a
@@ -362,11 +581,12 @@ fn write_sources(
     shared: &mut Shared,
     req: &SnapshotRequest<'_>,
     sources: &[Source],
+    journal: Option<&Journal>,
     index: &str,
 ) -> io::Result<Vec<SourceReport>> {
     let mut reports = Vec::new();
     for (i, src) in sources.iter().enumerate() {
-        let entry = format!("logs/{}{}", src.component, src.path.to_string_lossy());
+        let entry = src.entry();
         // Fair share of what is left for this and the sources after it (the index's room
         // kept aside).
         let share = ctx.room(&entry).saturating_sub(64 << 10) / (sources.len() - i) as u64;
@@ -374,14 +594,16 @@ fn write_sources(
             ctx.out_of_time(&entry, json!({ "sources": sources.len() - i }));
             break;
         }
-        let (mut lines, mut rep) = match read_source(req.host, src, req, share.max(1), shared, ctx)
-        {
+        let (mut lines, mut rep) = match read_source(src, journal, req, share.max(1), shared, ctx) {
             Ok(x) => x,
             Err(e) => {
-                ctx.error(Some(&src.path.display().to_string()), e);
+                ctx.error(Some(&src.name()), e);
                 continue;
             }
         };
+        for (path, e) in std::mem::take(&mut rep.errors) {
+            ctx.error(path.as_deref(), e);
+        }
         // What the cap and budgets leave: the oldest lines go first.
         let room = ctx.room(&entry);
         let mut total: u64 = lines.iter().map(|l| l.text.len() as u64 + 1).sum();
@@ -412,22 +634,24 @@ fn write_sources(
     Ok(reports)
 }
 
-/// A note in errors.json for each journald directory present.
-fn journal_note(ctx: &mut Ctx<'_, '_>, host: &HostRoot, what: &str) {
-    for j in JOURNALS {
-        if host
-            .stat(Path::new(j))
-            .is_ok_and(|m| m.kind == FileKind::Directory)
-        {
-            ctx.error(
-                Some(j),
-                format!(
-                    "{j}: journald's binary journal is not parsed (nothing is run to read it); \
-                     {what} that went only to the journal are missing (journalctl on the node shows them)"
-                ),
-            );
-        }
+/// The journal, when a journal directory holds files: what cannot be opened goes to
+/// `errors.json`.
+fn open_journal(ctx: &mut Ctx<'_, '_>, host: &HostRoot) -> Option<Journal> {
+    let j = Journal::open(host);
+    for e in &j.errors {
+        ctx.error(e.path(), e.to_string());
     }
+    if j.not_opened > 0 {
+        ctx.error(
+            None,
+            format!(
+                "{} older journal files not read (the {} most recently modified were)",
+                j.not_opened,
+                journal::MAX_FILES
+            ),
+        );
+    }
+    (!j.is_empty()).then_some(j)
 }
 
 pub(super) fn kernel(
@@ -445,29 +669,32 @@ pub(super) fn kernel(
     let mut sources: Vec<Source> = candidates
         .iter()
         .find(|(p, _)| host.exists(Path::new(p)))
-        .map(|(p, f)| Source {
-            component: "kernel",
-            path: PathBuf::from(p),
-            filter: *f,
-        })
+        .map(|(p, f)| Source::file("kernel", *p, *f))
         .into_iter()
         .collect();
     if host.exists(Path::new("/var/log/dmesg")) {
-        sources.push(Source {
-            component: "kernel",
-            path: PathBuf::from("/var/log/dmesg"),
-            filter: Filter::All,
-        });
+        sources.push(Source::file("kernel", "/var/log/dmesg", Filter::All));
+    }
+    let journal = open_journal(ctx, host);
+    if journal.is_some() {
+        sources.push(Source::journal("kernel", "_TRANSPORT=kernel".into()));
     }
     if sources.is_empty() {
         ctx.error(
             None,
-            "no kernel log file found (/var/log/kern.log, /var/log/messages, /var/log/syslog, \
-             /var/log/dmesg); /dev/kmsg is a character device, which is never opened",
+            "no kernel log found (/var/log/kern.log, /var/log/messages, /var/log/syslog, \
+             /var/log/dmesg, no journal files in /var/log/journal or /run/log/journal); \
+             /dev/kmsg is a character device, which is never opened",
         );
     }
-    journal_note(ctx, host, "kernel messages");
-    write_sources(ctx, shared, req, &sources, "logs/kernel.json")?;
+    write_sources(
+        ctx,
+        shared,
+        req,
+        &sources,
+        journal.as_ref(),
+        "logs/kernel.json",
+    )?;
     Ok(())
 }
 
@@ -520,6 +747,7 @@ pub(super) fn components(
     req: &SnapshotRequest<'_>,
 ) -> io::Result<()> {
     let host = req.host;
+    let journal = open_journal(ctx, host);
     let mut sources = Vec::new();
     for component in ["kubelet", "containerd", "kube-proxy"] {
         let mut found = Vec::new();
@@ -529,28 +757,27 @@ pub(super) fn components(
             ("/var/log/messages".to_owned(), Filter::Program(component)),
         ] {
             if host.exists(Path::new(&p)) {
-                found.push(Source {
-                    component,
-                    path: PathBuf::from(p),
-                    filter: f,
-                });
+                found.push(Source::file(component, p, f));
             }
         }
         if component == "kube-proxy" {
             for p in kube_proxy_pod_logs(host) {
-                found.push(Source {
-                    component,
-                    path: p,
-                    filter: Filter::All,
-                });
+                found.push(Source::file(component, p, Filter::All));
             }
+        }
+        if journal.is_some() {
+            found.push(Source::journal(
+                component,
+                format!("_SYSTEMD_UNIT={component}.service"),
+            ));
         }
         if found.is_empty() {
             ctx.error(
                 None,
                 format!(
-                    "no plain-text {component} log found (/var/log/{component}.log, \
-                     /var/log/syslog, /var/log/messages{})",
+                    "no {component} log found (/var/log/{component}.log, \
+                     /var/log/syslog, /var/log/messages{}; no journal files in \
+                     /var/log/journal or /run/log/journal)",
                     if component == "kube-proxy" {
                         ", /var/log/pods/kube-system_kube-proxy-*, /var/log/containers"
                     } else {
@@ -561,8 +788,14 @@ pub(super) fn components(
         }
         sources.extend(found);
     }
-    journal_note(ctx, host, "component logs");
-    let reports = write_sources(ctx, shared, req, &sources, "logs/components.json")?;
+    let reports = write_sources(
+        ctx,
+        shared,
+        req,
+        &sources,
+        journal.as_ref(),
+        "logs/components.json",
+    )?;
     // A component whose shared-file sources matched nothing: say so.
     for component in ["kubelet", "containerd", "kube-proxy"] {
         let reps: Vec<&SourceReport> = reports
@@ -573,12 +806,20 @@ pub(super) fn components(
             ctx.error(
                 None,
                 format!(
-                    "no {component} lines in {} (within the last {} bytes of each)",
+                    "no {component} lines in {} (within the last {} bytes of each file{})",
                     reps.iter()
                         .map(|r| r.source.as_str())
                         .collect::<Vec<_>>()
                         .join(", "),
-                    req.limits.log_scan_bytes
+                    req.limits.log_scan_bytes,
+                    if journal.is_some() {
+                        format!(
+                            ", the last {} minutes of the journal",
+                            req.limits.log_minutes
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
             );
         }

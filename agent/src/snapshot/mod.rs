@@ -23,8 +23,8 @@
 //! | `sysctl` | `sysctl.txt`: `/proc/sys/{kernel,net,vm,fs}` |
 //! | `files` | `files/manifest.json`: the file-integrity baseline (path, kind, mode, owner, size, SHA-256; no content) |
 //! | `configs` | `host/<path>`: redacted copies of the files the facts name, the `config` watch sets and the kubelet, containerd and kube-proxy units; `configs.json` indexes them with each original's size, mode, owner and SHA-256 |
-//! | `kernel-log` | `logs/kernel/<source>`: recent kernel messages from `kern.log`, `messages`, `syslog`, `dmesg` |
-//! | `logs` | `logs/<component>/<source>`: the last lines of the kubelet, containerd and kube-proxy logs |
+//! | `kernel-log` | `logs/kernel/<source>`: recent kernel messages from `kern.log`, `messages`, `syslog`, `dmesg`; `logs/kernel/journal.log` from the journal |
+//! | `logs` | `logs/<component>/<source>`: the last lines of the kubelet, containerd and kube-proxy logs; `logs/<component>/journal.log`: their units' entries in the journal |
 //!
 //! Then `errors.json` (what a collector could not do) and `manifest.json` (every entry's path,
 //! size and SHA-256, the collectors' timings and errors, node identity, request id, version,
