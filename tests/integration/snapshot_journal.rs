@@ -3,9 +3,8 @@
 //! redacted, within the newest-lines and minutes rules; a damaged journal file and compressed
 //! messages are reported in `errors.json`.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use nodedrift::baseline::Baseline;
 use nodedrift::check;
@@ -16,83 +15,14 @@ use serde_json::Value;
 use crate::snapshot::{entries, json_of};
 use crate::util::nodedrift;
 
-const MACHINE: &str = "0123456789abcdef0123456789abcdef";
+#[allow(dead_code)]
+#[path = "../../agent/src/journal/testwriter.rs"]
+mod testwriter;
 
-/// The tool, or a failure that names it and its package.
-fn journal_remote() -> PathBuf {
-    [
-        "/lib/systemd/systemd-journal-remote",
-        "/usr/lib/systemd/systemd-journal-remote",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-    .unwrap_or_else(|| {
-        panic!(
-            "systemd-journal-remote is not installed: these tests write real journal files with \
-             it. Install the Debian package `systemd-journal-remote`"
-        )
-    })
-}
+use testwriter::{Entry as Rec, MACHINE, unit_entry as unit};
 
-/// One entry: its time and fields.
-struct Rec {
-    usec: u64,
-    fields: Vec<(&'static str, Vec<u8>)>,
-}
-
-fn unit(usec: u64, unit: &'static str, pid: u32, message: impl Into<Vec<u8>>) -> Rec {
-    Rec {
-        usec,
-        fields: vec![
-            ("_SYSTEMD_UNIT", format!("{unit}.service").into_bytes()),
-            ("SYSLOG_IDENTIFIER", unit.as_bytes().to_vec()),
-            ("_PID", pid.to_string().into_bytes()),
-            ("_TRANSPORT", b"stdout".to_vec()),
-            ("MESSAGE", message.into()),
-        ],
-    }
-}
-
-/// Writes `recs` (journal export format) with systemd's writer into
-/// `<root>/var/log/journal/<machine>/<name>`.
 fn write_journal(root: &Path, name: &str, recs: &[Rec]) -> PathBuf {
-    let mut export = Vec::new();
-    for (i, r) in recs.iter().enumerate() {
-        write!(
-            export,
-            "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID={MACHINE}\n",
-            r.usec,
-            1000 + i
-        )
-        .unwrap();
-        for (k, v) in &r.fields {
-            export.extend_from_slice(k.as_bytes());
-            export.push(b'=');
-            export.extend_from_slice(v);
-            export.push(b'\n');
-        }
-        export.push(b'\n');
-    }
-    let dir = root.join("var/log/journal").join(MACHINE);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let mut child = Command::new(journal_remote())
-        .arg(format!("--output={}", path.display()))
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&export).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "systemd-journal-remote: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
+    testwriter::write_journal(root, name, recs, &[])
 }
 
 const SECRETS: [&str; 3] = ["JournalTok-0001", "JournalPw-0002", "JournalKeyBody0003"];

@@ -1132,3 +1132,5 @@ impl TailReport {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testwriter;

@@ -2,110 +2,21 @@
 //! (Debian package `systemd-journal-remote`) from the journal export format, in every format
 //! variant systemd writes; and against hand-damaged copies of them.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
 use super::*;
 
-const MACHINE: &str = "0123456789abcdef0123456789abcdef";
 const UNIT: &str = "_SYSTEMD_UNIT=kubelet.service";
 
-/// The tool, or a failure that names it and its package.
-fn journal_remote() -> PathBuf {
-    [
-        "/lib/systemd/systemd-journal-remote",
-        "/usr/lib/systemd/systemd-journal-remote",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-    .unwrap_or_else(|| {
-        panic!(
-            "systemd-journal-remote is not installed: these tests write real journal files \
-                 with it. Install the Debian package `systemd-journal-remote`"
-        )
-    })
-}
+use super::testwriter::{Entry as Rec, MACHINE, write_journal};
 
-/// One entry to write.
-struct Rec {
-    unit: &'static str,
-    ident: &'static str,
-    pid: u32,
-    usec: u64,
-    message: Vec<u8>,
-}
-
+/// An entry of `unit` (`kubelet.service`, ...), with its identifier and pid.
 fn rec(unit: &'static str, usec: u64, message: impl Into<Vec<u8>>) -> Rec {
     let ident = unit.trim_end_matches(".service");
-    Rec {
-        unit,
-        ident,
-        pid: if ident == "kubelet" { 1201 } else { 99 },
-        usec,
-        message: message.into(),
-    }
-}
-
-/// The journal export format of `recs` (binary-safe form for messages that need it).
-fn export(recs: &[Rec]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (i, r) in recs.iter().enumerate() {
-        write!(
-            out,
-            "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID={MACHINE}\n\
-             _SYSTEMD_UNIT={}\nSYSLOG_IDENTIFIER={}\n_PID={}\n_HOSTNAME=node-1\n",
-            r.usec,
-            1000 + i,
-            r.unit,
-            r.ident,
-            r.pid
-        )
-        .unwrap();
-        if r.message.contains(&b'\n') || std::str::from_utf8(&r.message).is_err() {
-            out.extend_from_slice(b"MESSAGE\n");
-            out.extend_from_slice(&(r.message.len() as u64).to_le_bytes());
-            out.extend_from_slice(&r.message);
-            out.push(b'\n');
-        } else {
-            out.extend_from_slice(b"MESSAGE=");
-            out.extend_from_slice(&r.message);
-            out.push(b'\n');
-        }
-        out.push(b'\n');
-    }
-    out
-}
-
-/// Writes `recs` into `<root>/var/log/journal/<machine>/<name>` with systemd's writer;
-/// `env` chooses the format (`SYSTEMD_JOURNAL_COMPACT`, `SYSTEMD_JOURNAL_KEYED_HASH`).
-fn write_journal(root: &Path, name: &str, recs: &[Rec], env: &[(&str, &str)]) -> PathBuf {
-    let dir = root.join("var/log/journal").join(MACHINE);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let mut child = Command::new(journal_remote())
-        .arg(format!("--output={}", path.display()))
-        .arg("-")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&export(recs))
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "systemd-journal-remote: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
+    let pid = if ident == "kubelet" { 1201 } else { 99 };
+    let mut e = super::testwriter::unit_entry(usec, ident, pid, message);
+    e.fields.push(("_HOSTNAME", b"node-1".to_vec()));
+    e
 }
 
 fn never() -> bool {
