@@ -193,6 +193,7 @@ pub fn run(opts: &CheckOptions) -> Result<CheckReport, CheckError> {
     if !ad_hoc {
         let mut inspect_opts = opts.inspect.clone();
         inspect_opts.sysctl_keys.extend(baseline.sysctl_keys());
+        inspect_opts.egress = baseline.egress.clone();
         let others: Vec<&str> = inspect::names().filter(|n| *n != os::NAME).collect();
         let rest = inspect::inspect(&host, &inspect_opts, &others);
         facts.components.extend(rest.components);

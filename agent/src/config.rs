@@ -135,6 +135,20 @@ pub struct RawConfig {
     /// Forensic snapshots the running agent takes on request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<RawSnapshot>,
+    /// Probes of the baseline's required egress endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<RawEgress>,
+}
+
+/// `egress`: probing the endpoints the baseline's `egress:` list names (and no other).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawEgress {
+    /// Probe them on every full re-check. Default false: probing leaves the node, so it is
+    /// asked for (the shipped deployment does).
+    pub enabled: Option<bool>,
+    /// Upper bound of each stage of a probe (resolve, connect, TLS handshake). Default 3s.
+    pub timeout: Option<Interval>,
 }
 
 /// `snapshot`.
@@ -379,6 +393,23 @@ pub struct Config {
     pub kubernetes: Kubernetes,
     pub files: Files,
     pub snapshot: Snapshot,
+    pub egress: Egress,
+}
+
+/// Validated `egress`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Egress {
+    pub enabled: bool,
+    pub timeout: Duration,
+}
+
+impl Default for Egress {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            timeout: crate::inspect::DEFAULT_EGRESS_TIMEOUT,
+        }
+    }
 }
 
 /// Default `snapshot.minInterval`.
@@ -546,6 +577,10 @@ impl Config {
                 "rehashMibPerSec": self.files.rehash_bytes_per_sec >> 20,
                 "maxHashMib": self.files.max_hash_bytes >> 20,
                 "attribution": toggle(self.files.attribution),
+            },
+            "egress": {
+                "enabled": self.egress.enabled,
+                "timeout": d(self.egress.timeout),
             },
             "snapshot": {
                 "enabled": self.snapshot.enabled,
@@ -755,6 +790,13 @@ impl Config {
             attribution: f.attribution.unwrap_or(d.attribution),
         };
 
+        let eg = raw.egress.unwrap_or_default();
+        let d = Egress::default();
+        let egress = Egress {
+            enabled: eg.enabled.unwrap_or(d.enabled),
+            timeout: eg.timeout.map_or(d.timeout, |i| i.0),
+        };
+
         let sn = raw.snapshot.unwrap_or_default();
         let d = Snapshot::default();
         if sn.keep == Some(0) {
@@ -817,6 +859,7 @@ impl Config {
             kubernetes,
             files,
             snapshot,
+            egress,
         })
     }
 }

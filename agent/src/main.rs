@@ -119,6 +119,13 @@ enum Command {
         state: StateArgs,
         #[command(flatten)]
         watch: WatchArgs,
+        /// Probe the baseline's required egress endpoints (DNS, TCP, verified TLS); without
+        /// it the egress inspector contacts nothing.
+        #[arg(long)]
+        egress: bool,
+        /// Upper bound of each probe stage.
+        #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = nodedrift::config::parse_duration)]
+        egress_timeout: std::time::Duration,
     },
     /// Run continuously: re-check on every change and report it (central endpoint, Node
     /// object, metrics). Settings: the config file, then NODEDRIFT_*/NODE_NAME environment
@@ -336,12 +343,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             color,
             state,
             watch,
+            egress,
+            egress_timeout,
         } => {
             let opts = CheckOptions {
                 host_root: host.host_root,
                 profile: baseline.profile,
                 baselines: baseline.baselines,
-                inspect: inspect::Options::default(),
+                inspect: inspect::Options {
+                    egress_probe: egress,
+                    egress_timeout,
+                    ..inspect::Options::default()
+                },
                 files: check::FilesOptions {
                     state_dir: Some(state.state_dir),
                     watch: watch.watch,

@@ -535,7 +535,7 @@ fn key_paths(v: &Value) -> BTreeSet<String> {
 /// Every key `nodedrift run --config` understands, from the config types themselves.
 fn understood_keys() -> BTreeSet<String> {
     use nodedrift::config::{
-        RawConfig, RawEndpoint, RawFiles, RawIntervals, RawKubernetes, RawSnapshot,
+        RawConfig, RawEgress, RawEndpoint, RawFiles, RawIntervals, RawKubernetes, RawSnapshot,
     };
     let mut top = serde_json::to_value(RawConfig::default()).unwrap();
     let sections = [
@@ -544,6 +544,7 @@ fn understood_keys() -> BTreeSet<String> {
         ("kubernetes", serde_json::to_value(RawKubernetes::default())),
         ("files", serde_json::to_value(RawFiles::default())),
         ("snapshot", serde_json::to_value(RawSnapshot::default())),
+        ("egress", serde_json::to_value(RawEgress::default())),
     ];
     for (name, section) in sections {
         top[name] = section.unwrap();

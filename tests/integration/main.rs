@@ -10,6 +10,7 @@ mod check;
 mod cli;
 mod delivery;
 mod deploy;
+mod egress;
 mod files;
 mod files_run;
 mod hostile;

@@ -22,7 +22,7 @@ pub mod profiles;
 
 pub use evaluate::evaluate;
 pub use expect::Check;
-pub use model::{Expectation, RawDocument, RawRule, RawWatchSet, Severity};
+pub use model::{Expectation, RawDocument, RawEgressEndpoint, RawRule, RawWatchSet, Severity};
 
 /// Largest baseline file accepted (far above any real one).
 const MAX_BASELINE_BYTES: u64 = 4 << 20;
@@ -96,6 +96,21 @@ pub struct Baseline {
     pub warnings: Vec<String>,
     /// File-integrity watch sets, in definition order (the last matching set governs a path).
     pub files: Vec<crate::files::WatchSet>,
+    /// Required egress endpoints, in definition order.
+    pub egress: Vec<EgressEndpoint>,
+}
+
+/// One endpoint the node must be able to reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressEndpoint {
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// The TLS server name, when not `host`.
+    pub sni: Option<String>,
+    /// The layers that defined or patched it.
+    pub sources: Vec<String>,
 }
 
 impl Baseline {
@@ -184,6 +199,21 @@ impl Baseline {
                 ));
             }
             self.apply_watch_set(file, raw)
+                .map_err(|(key, message)| invalid(Some(&raw.id), key, message))?;
+        }
+        let mut seen = HashSet::new();
+        for raw in &doc.egress {
+            if raw.id.trim().is_empty() || !seen.insert(raw.id.as_str()) {
+                return Err(invalid(
+                    Some(&raw.id),
+                    "id",
+                    format!(
+                        "egress endpoint id {:?} is empty or appears twice in this document",
+                        raw.id
+                    ),
+                ));
+            }
+            self.apply_egress(file, raw)
                 .map_err(|(key, message)| invalid(Some(&raw.id), key, message))?;
         }
         self.layers.push(file.to_owned());
@@ -406,6 +436,62 @@ impl Baseline {
         Ok(())
     }
 
+    fn apply_egress(
+        &mut self,
+        file: &str,
+        raw: &RawEgressEndpoint,
+    ) -> Result<(), (&'static str, String)> {
+        if let Some(h) = &raw.host
+            && (h.trim().is_empty() || h.contains('*') || h.chars().any(char::is_whitespace))
+        {
+            return Err((
+                "host",
+                format!("{h:?} cannot be probed: give one DNS name or IP address, no wildcard"),
+            ));
+        }
+        if raw.port == Some(0) {
+            return Err(("port", "must be 1 to 65535".into()));
+        }
+        if let Some(i) = self.egress.iter().position(|e| e.id == raw.id) {
+            if raw.disabled == Some(true) {
+                self.egress.remove(i);
+                return Ok(());
+            }
+            let e = &mut self.egress[i];
+            if let Some(h) = &raw.host {
+                e.host = h.clone();
+            }
+            if let Some(p) = raw.port {
+                e.port = p;
+            }
+            if let Some(t) = raw.tls {
+                e.tls = t;
+            }
+            if let Some(s) = &raw.sni {
+                e.sni = Some(s.clone());
+            }
+            e.sources.push(file.to_owned());
+            return Ok(());
+        }
+        if raw.disabled == Some(true) {
+            self.warnings.push(format!(
+                "{file}: egress endpoint {:?} is disabled but no layer below defines it",
+                raw.id
+            ));
+            return Ok(());
+        }
+        let missing = |k: &'static str| (k, format!("a new egress endpoint needs `{k}`"));
+        self.egress.push(EgressEndpoint {
+            id: raw.id.clone(),
+            host: raw.host.clone().ok_or_else(|| missing("host"))?,
+            port: raw.port.ok_or_else(|| missing("port"))?,
+            tls: raw.tls.unwrap_or(true),
+            sni: raw.sni.clone(),
+            sources: vec![file.to_owned()],
+        });
+        Ok(())
+    }
+
     /// The file-integrity watch spec of this baseline.
     pub fn watch_spec(&self) -> crate::files::WatchSpec {
         crate::files::WatchSpec::new(self.files.clone())
@@ -461,6 +547,18 @@ impl Baseline {
                     severity: Some(s.severity),
                     policy: (!s.policy.is_empty()).then(|| s.policy.clone()),
                     remediation: s.remediation.clone(),
+                    disabled: None,
+                })
+                .collect(),
+            egress: self
+                .egress
+                .iter()
+                .map(|e| RawEgressEndpoint {
+                    id: e.id.clone(),
+                    host: Some(e.host.clone()),
+                    port: Some(e.port),
+                    tls: Some(e.tls),
+                    sni: e.sni.clone(),
                     disabled: None,
                 })
                 .collect(),

@@ -25,6 +25,29 @@ pub struct RawDocument {
     /// File-integrity watch sets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<RawWatchSet>,
+    /// Endpoints the node must reach (probed by the `egress` inspector, nothing else).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<RawEgressEndpoint>,
+}
+
+/// A required egress endpoint as written. Layers patch endpoints by `id` like rules.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawEgressEndpoint {
+    pub id: String,
+    /// A DNS name or an IP address; wildcards cannot be probed and are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Complete a verified TLS handshake after connecting. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// The TLS server name to send and verify, when not `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
 }
 
 /// A file-integrity watch set as written. Layers patch sets by `id` like rules.

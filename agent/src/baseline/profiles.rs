@@ -40,6 +40,7 @@ const AKS: &[EmbeddedFile] = embed!(
     "aks/reboot.yaml",
     "aks/os.yaml",
     "aks/files.yaml",
+    "aks/egress.yaml",
 );
 
 const AKS_UBUNTU: &[EmbeddedFile] = embed!("aks-ubuntu.yaml");

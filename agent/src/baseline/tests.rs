@@ -237,3 +237,37 @@ fn escalation_steps_are_checked() {
     let steps = &r.escalate.as_ref().unwrap().1;
     assert_eq!(steps[0].0, std::time::Duration::from_secs(36 * 3600));
 }
+
+#[test]
+fn egress_endpoints_layer_by_id_and_wildcards_are_refused() {
+    let mut b = Baseline::profile("aks-ubuntu").unwrap();
+    assert!(
+        b.egress
+            .iter()
+            .any(|e| e.host == "mcr.microsoft.com" && e.tls)
+    );
+    assert!(Baseline::profile("generic").unwrap().egress.is_empty());
+    b.apply_text(
+        "user.yaml",
+        "apiVersion: nodedrift.dev/v1\nkind: Baseline\negress:\n  - { id: mcr, port: 8443, sni: mcr.example }\n  - { id: login, disabled: true }\n  - { id: proxy, host: proxy.corp, port: 3128, tls: false }\n  - { id: ghost, disabled: true }\n",
+    )
+    .unwrap();
+    let mcr = b.egress.iter().find(|e| e.id == "mcr").unwrap();
+    assert_eq!((mcr.host.as_str(), mcr.port), ("mcr.microsoft.com", 8443));
+    assert_eq!(mcr.sni.as_deref(), Some("mcr.example"));
+    assert_eq!(mcr.sources.len(), 2);
+    assert!(b.egress.iter().all(|e| e.id != "login"));
+    assert_eq!(b.egress.last().map(|e| e.id.as_str()), Some("proxy"));
+    assert!(b.warnings.iter().any(|w| w.contains("ghost")));
+    let back = b.to_document("x");
+    assert_eq!(back.egress.len(), b.egress.len());
+
+    let e = err(
+        "apiVersion: nodedrift.dev/v1\nkind: Baseline\negress:\n  - id: hcp\n    host: \"*.hcp.westeurope.azmk8s.io\"\n    port: 443\n",
+    );
+    assert!(e.to_string().contains("no wildcard"), "{e}");
+    let e = err(
+        "apiVersion: nodedrift.dev/v1\nkind: Baseline\negress:\n  - id: x\n    host: a.example\n",
+    );
+    assert!(e.to_string().contains("port"), "{e}");
+}

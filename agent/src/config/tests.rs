@@ -77,6 +77,10 @@ fn defaults() -> Config {
             on_severity: None,
             upload_url: None,
         },
+        egress: super::Egress {
+            enabled: false,
+            timeout: Duration::from_secs(3),
+        },
     }
 }
 

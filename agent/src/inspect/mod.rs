@@ -11,6 +11,7 @@ use crate::facts::{ComponentFacts, Facts};
 use crate::host::HostRoot;
 
 pub mod containerd;
+pub mod egress;
 pub mod kube_proxy;
 pub mod kubelet;
 pub mod os;
@@ -38,7 +39,17 @@ pub struct Options {
     /// Override for the containerd socket (host path); default from its config or
     /// /run/containerd/containerd.sock.
     pub containerd_socket: Option<std::path::PathBuf>,
+    /// The baseline's required egress endpoints: the only ones the egress inspector contacts.
+    pub egress: Vec<crate::baseline::EgressEndpoint>,
+    /// Probe them at all. Off by default: `check` probes with `--egress`, `run` unless the
+    /// config says `egress.enabled: false`.
+    pub egress_probe: bool,
+    /// Upper bound of each probe stage (resolve, connect, handshake).
+    pub egress_timeout: Duration,
 }
+
+/// Default [`Options::egress_timeout`].
+pub const DEFAULT_EGRESS_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Default for Options {
     fn default() -> Self {
@@ -46,6 +57,9 @@ impl Default for Options {
             api_timeout: Duration::from_secs(2),
             sysctl_keys: BTreeSet::new(),
             containerd_socket: None,
+            egress: Vec::new(),
+            egress_probe: false,
+            egress_timeout: DEFAULT_EGRESS_TIMEOUT,
         }
     }
 }
@@ -82,6 +96,10 @@ pub const COMPONENTS: &[Component] = &[
     Component {
         name: os::NAME,
         inspect: os::inspect,
+    },
+    Component {
+        name: egress::NAME,
+        inspect: egress::inspect,
     },
 ];
 

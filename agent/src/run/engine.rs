@@ -150,7 +150,12 @@ impl Engine {
     /// Re-inspects `components` only, then evaluates the whole baseline.
     pub fn recheck(&mut self, components: &BTreeSet<&'static str>) -> Duration {
         let started = Instant::now();
-        let list: Vec<&str> = components.iter().copied().collect();
+        // Egress probes reach out of the node: the full re-check only, never a partial one.
+        let list: Vec<&str> = components
+            .iter()
+            .copied()
+            .filter(|c| *c != inspect::egress::NAME)
+            .collect();
         self.reinspect(&list);
         self.evaluate();
         started.elapsed()
@@ -159,6 +164,7 @@ impl Engine {
     fn reinspect(&mut self, components: &[&str]) {
         let mut opts = self.opts.inspect.clone();
         opts.sysctl_keys.extend(self.baseline.sysctl_keys());
+        opts.egress = self.baseline.egress.clone();
         let fresh = inspect::inspect(&self.host, &opts, components);
         self.facts.components.extend(fresh.components);
     }
@@ -397,6 +403,54 @@ mod tests {
             inspect: inspect::Options::default(),
         })
         .unwrap()
+    }
+
+    /// Egress probes leave the node: a partial re-check never runs them, even when asked to.
+    #[test]
+    fn egress_is_probed_by_the_full_check_only() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let layer = dir.path().join("egress.yaml");
+        let mut text = String::from("apiVersion: nodedrift.dev/v1\nkind: Baseline\negress:\n");
+        for id in ["mcr", "management", "login", "packages", "acs-mirror"] {
+            text.push_str(&format!("  - {{ id: {id}, disabled: true }}\n"));
+        }
+        text.push_str(&format!(
+            "  - {{ id: local, host: 127.0.0.1, port: {port}, tls: false }}\n"
+        ));
+        std::fs::write(&layer, text).unwrap();
+        let mut e = Engine::new(EngineOptions {
+            host_root: fixture("aks-ubuntu-clean"),
+            profile: Some("aks-ubuntu".into()),
+            baselines: vec![layer],
+            inspect: inspect::Options {
+                egress_probe: true,
+                ..inspect::Options::default()
+            },
+        })
+        .unwrap();
+        e.full_check();
+        // The probe's connection is complete (in the backlog) before full_check returns.
+        listener.accept().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        e.recheck(&BTreeSet::from([
+            inspect::egress::NAME,
+            inspect::kubelet::NAME,
+        ]));
+        let again = listener.accept();
+        assert!(
+            again
+                .as_ref()
+                .is_err_and(|err| err.kind() == std::io::ErrorKind::WouldBlock),
+            "a partial re-check probed: {again:?}"
+        );
+        assert!(
+            e.findings()
+                .iter()
+                .any(|f| f.path == "egress.endpoints.local.reachable"
+                    && f.status == crate::finding::Status::Pass)
+        );
     }
 
     #[test]

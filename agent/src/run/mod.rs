@@ -94,7 +94,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         host_root: config.host_root.clone(),
         profile: config.profile.clone(),
         baselines: config.baselines.clone(),
-        inspect: inspect::Options::default(),
+        inspect: inspect::Options {
+            egress_probe: config.egress.enabled,
+            egress_timeout: config.egress.timeout,
+            ..inspect::Options::default()
+        },
     })?;
     let node = node_name(&config);
     tracing::info!(node = %node, profile = %engine.profile().name, reason = %engine.profile().reason, host_root = %config.host_root.display(), "Starting.");
