@@ -34,9 +34,9 @@
 //!   `/opt/cni/bin` holds its binary.
 //! * `binaries`: the names in `/opt/cni/bin` (bounded).
 //!
-//! An unreadable `/etc/cni/net.d` makes `files`, `winning` and `primaryPlugin` unknown with the
-//! path in the reason; an unreadable `/opt/cni/bin` makes `binaries` and each plugin's
-//! `binaryPresent` unknown.
+//! An unreadable `/etc/cni/net.d` makes `confDirPresent`, `files`, `errors`, `winning` and
+//! `primaryPlugin` unknown with the path in the reason; an unreadable `/opt/cni/bin` makes
+//! `binaries` and each plugin's `binaryPresent` unknown.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -198,8 +198,13 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
     let names = match candidates(host) {
         Ok(n) => n,
         Err(e) => {
-            cf.set(&["confDirPresent"], true);
-            for key in ["files", "errors", "winning", "primaryPlugin"] {
+            for key in [
+                "confDirPresent",
+                "files",
+                "errors",
+                "winning",
+                "primaryPlugin",
+            ] {
                 cf.unknown(&[key], &e);
             }
             return cf;

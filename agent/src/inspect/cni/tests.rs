@@ -175,3 +175,26 @@ fn too_many_files_are_listed_not_read() {
         CONF_FILES_LIMIT
     );
 }
+
+#[test]
+fn an_unreadable_configuration_directory_is_unknown_with_its_path() {
+    let r = Root::new();
+    // A file where the directory should be: listing it fails, as a permission error would.
+    r.write("/etc/cni/net.d", "").write("/opt/cni/bin", "");
+    let cf = r.inspect();
+    for key in [
+        "confDirPresent",
+        "files",
+        "errors",
+        "winning",
+        "primaryPlugin",
+        "binaries",
+    ] {
+        let reason = crate::facts::unknown_reason(cf.get(&[key]).unwrap())
+            .unwrap_or_else(|| panic!("{key}: {:?}", cf.get(&[key])));
+        assert!(
+            reason.starts_with("/etc/cni/net.d: ") || reason.starts_with("/opt/cni/bin: "),
+            "{key}: {reason}"
+        );
+    }
+}
