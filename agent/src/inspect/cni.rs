@@ -21,6 +21,15 @@
 //! Only regular files are read ([`HostRoot::read`] refuses FIFOs, sockets and devices without
 //! opening them); symlinks are followed inside the host root, as the loader follows them.
 //!
+//! # Which directories
+//!
+//! `/etc/cni/net.d` and `/opt/cni/bin`, unless containerd's configuration (of the daemon the
+//! containerd inspector reports on) names other ones in its CRI plugin's `conf_dir` and
+//! `bin_dir`; then those are read, and the evidence of `confDir` and `binDir` says
+//! `containerd`. When its configuration cannot be read, or containerd 1.x's and 2.x's merging
+//! of imports disagree on them, the defaults are read. (The agent watches the default
+//! directories for changes; custom ones are re-read at each full re-check.)
+//!
 //! # What an operator sees
 //!
 //! * `confDir`, `confDirPresent`: whether `/etc/cni/net.d` exists. A missing or empty
@@ -50,7 +59,8 @@ use super::Context;
 
 pub const NAME: &str = "cni";
 
-/// Where the runtime reads network configurations (containerd's and CRI-O's default).
+/// Where the runtime reads network configurations (containerd's and CRI-O's default; a
+/// containerd configuration may name another, which is then read instead).
 pub const CONF_DIR: &str = "/etc/cni/net.d";
 
 /// Where the runtime looks for plugin binaries (containerd's and CRI-O's default).
@@ -142,8 +152,8 @@ struct Candidate {
 }
 
 /// The configuration file names the loader considers, sorted as it sorts them (bytewise).
-fn candidates(host: &HostRoot) -> Result<Option<Vec<Vec<u8>>>, HostError> {
-    let entries = match host.read_dir(Path::new(CONF_DIR), CONF_DIR_ENTRIES_LIMIT) {
+fn candidates(host: &HostRoot, dir: &Path) -> Result<Option<Vec<Vec<u8>>>, HostError> {
+    let entries = match host.read_dir(dir, CONF_DIR_ENTRIES_LIMIT) {
         Ok(e) => e,
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e),
@@ -157,8 +167,8 @@ fn candidates(host: &HostRoot) -> Result<Option<Vec<Vec<u8>>>, HostError> {
     Ok(Some(names))
 }
 
-fn read_candidate(host: &HostRoot, name: &[u8]) -> Candidate {
-    let path = Path::new(CONF_DIR).join(std::ffi::OsStr::from_bytes(name));
+fn read_candidate(host: &HostRoot, dir: &Path, name: &[u8]) -> Candidate {
+    let path = dir.join(std::ffi::OsStr::from_bytes(name));
     let file = host::display(&path);
     let conf = host
         .read(&path, CONF_READ_LIMIT)
@@ -168,8 +178,8 @@ fn read_candidate(host: &HostRoot, name: &[u8]) -> Candidate {
 }
 
 /// The binary names in `/opt/cni/bin` (none when the directory does not exist).
-fn binaries(host: &HostRoot) -> Result<Vec<String>, HostError> {
-    match host.read_dir(Path::new(BIN_DIR), BIN_DIR_ENTRIES_LIMIT) {
+fn binaries(host: &HostRoot, dir: &Path) -> Result<Vec<String>, HostError> {
+    match host.read_dir(dir, BIN_DIR_ENTRIES_LIMIT) {
         Ok(entries) => Ok(entries
             .into_iter()
             .map(|e| e.name.to_string_lossy().into_owned())
@@ -182,20 +192,27 @@ fn binaries(host: &HostRoot) -> Result<Vec<String>, HostError> {
 pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
     let host = ctx.host;
     let mut cf = ComponentFacts::new(NAME);
-    cf.set(&["confDir"], CONF_DIR);
-    cf.set(&["binDir"], BIN_DIR);
+    let (conf_dir, bin_dir, source) = match super::containerd::cni_dirs(ctx) {
+        Some((c, b)) if c != CONF_DIR || b != BIN_DIR => (c, b, "containerd"),
+        Some(_) | None => (CONF_DIR.to_owned(), BIN_DIR.to_owned(), "default"),
+    };
+    cf.set(&["confDir"], conf_dir.as_str());
+    cf.set(&["binDir"], bin_dir.as_str());
+    cf.evidence(&["confDir"], Evidence::default().with_source(source));
+    cf.evidence(&["binDir"], Evidence::default().with_source(source));
+    let (conf_dir, bin_dir) = (Path::new(&conf_dir), Path::new(&bin_dir));
 
-    let bins = binaries(host);
+    let bins = binaries(host, bin_dir);
     match &bins {
         Ok(b) => cf.set(&["binaries"], json!(b)),
         Err(e) => cf.unknown(&["binaries"], e),
     }
     cf.evidence(
         &["binaries"],
-        Evidence::file(BIN_DIR).with_source("runtime"),
+        Evidence::file(host::display(bin_dir)).with_source("runtime"),
     );
 
-    let names = match candidates(host) {
+    let names = match candidates(host, conf_dir) {
         Ok(n) => n,
         Err(e) => {
             for key in [
@@ -215,14 +232,17 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
     let mut errors: Vec<Value> = Vec::new();
     if names.len() > CONF_FILES_LIMIT {
         for n in names.drain(CONF_FILES_LIMIT..) {
-            let shown = host::display(&Path::new(CONF_DIR).join(std::ffi::OsStr::from_bytes(&n)));
+            let shown = host::display(&conf_dir.join(std::ffi::OsStr::from_bytes(&n)));
             errors.push(json!({
                 "file": shown,
                 "error": format!("more than {CONF_FILES_LIMIT} configuration files; not read"),
             }));
         }
     }
-    let read: Vec<Candidate> = names.iter().map(|n| read_candidate(host, n)).collect();
+    let read: Vec<Candidate> = names
+        .iter()
+        .map(|n| read_candidate(host, conf_dir, n))
+        .collect();
 
     let mut files = Vec::new();
     for c in &read {
@@ -250,13 +270,15 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
     let Some((c, conf)) = winner else {
         let reason = if read.is_empty() {
             format!(
-                "no CNI network configuration in {CONF_DIR}: the network plugin is not installed \
-                 (yet), so which one the node uses cannot be told"
+                "no CNI network configuration in {}: the network plugin is not installed \
+                 (yet), so which one the node uses cannot be told",
+                host::display(conf_dir)
             )
         } else {
             format!(
-                "no valid CNI network configuration in {CONF_DIR} (see cni.errors), so which \
-                 plugin the node uses cannot be told"
+                "no valid CNI network configuration in {} (see cni.errors), so which \
+                 plugin the node uses cannot be told",
+                host::display(conf_dir)
             )
         };
         // `winning` too: a wildcard rule over its plugins must not read "absent" as "fails".
@@ -293,7 +315,7 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
     for i in 0..conf.plugins.len() {
         cf.evidence(
             &["winning", "plugins", &i.to_string(), "binaryPresent"],
-            Evidence::file(BIN_DIR).with_source("runtime"),
+            Evidence::file(host::display(bin_dir)).with_source("runtime"),
         );
     }
     cf

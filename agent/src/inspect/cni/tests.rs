@@ -198,3 +198,42 @@ fn an_unreadable_configuration_directory_is_unknown_with_its_path() {
         );
     }
 }
+
+#[test]
+fn directories_named_by_containerd_are_read_instead_of_the_defaults() {
+    let r = Root::new();
+    r.write(
+        "/etc/containerd/config.toml",
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\nconf_dir = \"/etc/cni/custom.d\"\nbin_dir = \"/usr/libexec/cni\"\n",
+    )
+    .write("/etc/cni/custom.d/10-azure.conflist", AZURE)
+    .write("/etc/cni/net.d/00-flannel.conf", r#"{"name":"f","type":"flannel"}"#)
+    .write("/usr/libexec/cni/azure-vnet", "")
+    .write("/usr/libexec/cni/portmap", "");
+    let cf = r.inspect();
+    assert_eq!(cf.get(&["confDir"]), Some(&json!("/etc/cni/custom.d")));
+    assert_eq!(cf.get(&["binDir"]), Some(&json!("/usr/libexec/cni")));
+    assert_eq!(cf.evidence["confDir"].source.as_deref(), Some("containerd"));
+    assert_eq!(cf.get(&["primaryPlugin"]), Some(&json!("azure-vnet")));
+    assert_eq!(
+        cf.get(&["winning", "file"]),
+        Some(&json!("/etc/cni/custom.d/10-azure.conflist"))
+    );
+    let plugins = cf.get(&["winning", "plugins"]).unwrap();
+    assert!(
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["binaryPresent"] == json!(true))
+    );
+}
+
+#[test]
+fn without_containerd_configuration_the_defaults_are_read() {
+    let r = Root::new();
+    r.write("/etc/cni/net.d/10-azure.conflist", AZURE);
+    let cf = r.inspect();
+    assert_eq!(cf.get(&["confDir"]), Some(&json!(CONF_DIR)));
+    assert_eq!(cf.evidence["confDir"].source.as_deref(), Some("default"));
+}
