@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{nodedrift, run_bounded};
+use crate::util::{nodedrift, run_bounded, watch_fifo};
 
 /// Seconds any one command may take.
 const BOUND: u64 = 60;
@@ -736,33 +736,6 @@ fn a_store_with_flipped_bytes_is_never_trusted_silently() {
 }
 
 // ---- bad input inside a watched tree ----
-
-/// Whether anything opens the FIFO for reading while `f` runs (a writer's non-blocking open
-/// succeeds only while a reader has it open).
-fn watch_fifo<T>(fifo: &Path, f: impl FnOnce() -> T) -> (T, bool) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let opened = Arc::new(AtomicBool::new(false));
-    let t = {
-        let (stop, opened, fifo) = (stop.clone(), opened.clone(), fifo.to_path_buf());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(nix::libc::O_NONBLOCK)
-                    .open(&fifo)
-                    .is_ok()
-                {
-                    opened.store(true, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        })
-    };
-    let r = f();
-    stop.store(true, Ordering::Relaxed);
-    t.join().unwrap();
-    (r, opened.load(Ordering::Relaxed))
-}
 
 #[test]
 fn fifos_sockets_and_devices_are_recorded_by_type_and_never_opened() {

@@ -16,6 +16,7 @@ mod files_run;
 mod hostile;
 mod http_sink;
 
+mod cni;
 mod containerd;
 mod kube_proxy;
 mod kubelet;

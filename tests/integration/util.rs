@@ -238,3 +238,33 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Whether anything opens the FIFO for reading while `f` runs (a writer's non-blocking open
+/// succeeds only while a reader has it open).
+pub fn watch_fifo<T>(fifo: &std::path::Path, f: impl FnOnce() -> T) -> (T, bool) {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicBool::new(false));
+    let t = {
+        let (stop, opened, fifo) = (stop.clone(), opened.clone(), fifo.to_path_buf());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(nix::libc::O_NONBLOCK)
+                    .open(&fifo)
+                    .is_ok()
+                {
+                    opened.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    let r = f();
+    stop.store(true, Ordering::Relaxed);
+    t.join().unwrap();
+    (r, opened.load(Ordering::Relaxed))
+}

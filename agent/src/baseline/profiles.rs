@@ -25,6 +25,7 @@ macro_rules! embed {
 const GENERIC: &[EmbeddedFile] = embed!(
     "generic/kubelet.yaml",
     "generic/containerd.yaml",
+    "generic/cni.yaml",
     "generic/kube-proxy.yaml",
     "generic/sysctl.yaml",
     "generic/reboot.yaml",
@@ -35,6 +36,7 @@ const GENERIC: &[EmbeddedFile] = embed!(
 const AKS: &[EmbeddedFile] = embed!(
     "aks/kubelet.yaml",
     "aks/containerd.yaml",
+    "aks/cni.yaml",
     "aks/kube-proxy.yaml",
     "aks/sysctl.yaml",
     "aks/reboot.yaml",

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::facts::{ComponentFacts, Facts};
 use crate::host::HostRoot;
 
+pub mod cni;
 pub mod containerd;
 pub mod egress;
 pub mod kube_proxy;
@@ -80,6 +81,10 @@ pub const COMPONENTS: &[Component] = &[
     Component {
         name: containerd::NAME,
         inspect: containerd::inspect,
+    },
+    Component {
+        name: cni::NAME,
+        inspect: cni::inspect,
     },
     Component {
         name: kube_proxy::NAME,

@@ -324,6 +324,11 @@ const FIXED_TARGETS: &[(&str, &[&str], &[&str])] = &[
         &["/etc/containerd/config.toml"],
         &[],
     ),
+    (
+        inspect::cni::NAME,
+        &[],
+        &[inspect::cni::CONF_DIR, inspect::cni::BIN_DIR],
+    ),
 ];
 
 /// Which component owns which host path.

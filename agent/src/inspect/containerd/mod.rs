@@ -146,13 +146,10 @@ impl Configs {
     }
 }
 
-pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
-    let mut cf = ComponentFacts::new(NAME);
+/// The running containerd daemons with their configurations and gRPC addresses.
+fn daemons(ctx: &Context<'_>) -> Vec<(Daemon, Configs, Result<String, String>)> {
     let host = ctx.host;
-
-    // The daemon(s).
-    let daemons: Vec<Daemon> = ctx
-        .procs
+    ctx.procs
         .find("containerd")
         .into_iter()
         // `containerd config dump` and friends are commands, not the daemon.
@@ -161,16 +158,54 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
                 .first()
                 .is_none_or(|a| a.starts_with('-'))
         })
-        .map(|p| Daemon::new(p, host))
-        .collect();
-    let all: Vec<(Daemon, Configs, Result<String, String>)> = daemons
-        .into_iter()
-        .map(|d| {
+        .map(|p| {
+            let d = Daemon::new(p, host);
             let configs = d.configs(host);
             let address = effective_address(&d, &configs).map(|(a, _)| a);
             (d, configs, address)
         })
-        .collect();
+        .collect()
+}
+
+/// The CNI configuration and binary directories (`conf_dir`, `bin_dir`) in the configuration
+/// of the daemon this inspector reports on (or of the default configuration when none runs;
+/// containerd's own defaults when it sets none). `None` when the configuration cannot be read or containerd
+/// 1.x's and 2.x's merging of imports disagree on them: the caller keeps the defaults.
+pub fn cni_dirs(ctx: &Context<'_>) -> Option<(String, String)> {
+    let all = daemons(ctx);
+    let fallback;
+    let configs = match select(&all, ctx.options.containerd_socket.as_deref()) {
+        Some(i) => &all[i].1,
+        None => {
+            fallback = Configs::load(ctx.host, None, Path::new("/"));
+            &fallback
+        }
+    };
+    let dirs = |l: &Loaded| {
+        let settings = config::normalize(l);
+        let get = |path: &[&str]| {
+            settings
+                .iter()
+                .find(|s| s.path == path)
+                .and_then(|s| s.value.as_ref().ok()?.as_str().map(str::to_owned))
+        };
+        Some((
+            get(&["cri", "cni", "confDir"])?,
+            get(&["cri", "cni", "binDir"])?,
+        ))
+    };
+    match (&configs.replace, &configs.merge) {
+        (Ok(a), Ok(b)) => dirs(a).filter(|d| dirs(b).as_ref() == Some(d)),
+        _ => None,
+    }
+}
+
+pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
+    let mut cf = ComponentFacts::new(NAME);
+    let host = ctx.host;
+
+    // The daemon(s).
+    let all = daemons(ctx);
     let primary = select(&all, ctx.options.containerd_socket.as_deref());
 
     if let Some(err) = &ctx.procs.error {
