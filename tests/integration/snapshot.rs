@@ -68,10 +68,16 @@ fn verify(file: &Path) -> (i32, String) {
     )
 }
 
+/// `nodedrift snapshot --host-root ROOT --state-dir STATE`, to add to.
+fn snapshot_cmd(root: &Path, state: &Path) -> std::process::Command {
+    let mut c = nodedrift();
+    c.args(["snapshot", "--host-root", s(root), "--state-dir", s(state)]);
+    c
+}
+
 /// A snapshot of `root` through the CLI into `out`; returns its stdout.
 fn cli_snapshot(root: &Path, state: &Path, out: &Path, extra: &[&str]) -> String {
-    let o = nodedrift()
-        .args(["snapshot", "--host-root", s(root), "--state-dir", s(state)])
+    let o = snapshot_cmd(root, state)
         .args(["--out", s(out)])
         .args(extra)
         .output()
@@ -847,14 +853,7 @@ fn bad_ids_are_refused_and_nothing_is_written() {
         "x\ny",
         long.as_str(),
     ] {
-        let o = nodedrift()
-            .args([
-                "snapshot",
-                "--host-root",
-                s(host.path()),
-                "--state-dir",
-                s(&state),
-            ])
+        let o = snapshot_cmd(host.path(), &state)
             .arg(format!("--id={id}"))
             .output()
             .unwrap();
@@ -920,14 +919,7 @@ fn a_full_or_unwritable_output_fails_cleanly_without_leftovers() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     let snap = |out: &Path| {
-        nodedrift()
-            .args([
-                "snapshot",
-                "--host-root",
-                s(host.path()),
-                "--state-dir",
-                s(&state),
-            ])
+        snapshot_cmd(host.path(), &state)
             .args(["--out", s(out)])
             .output()
             .unwrap()
@@ -1046,14 +1038,7 @@ fn default_output_goes_to_the_state_dir_with_retention() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     for i in 0..4 {
-        let o = nodedrift()
-            .args([
-                "snapshot",
-                "--host-root",
-                s(host.path()),
-                "--state-dir",
-                s(&state),
-            ])
+        let o = snapshot_cmd(host.path(), &state)
             .args(["--id", &format!("r{i}"), "--keep", "2"])
             .output()
             .unwrap();
@@ -1069,14 +1054,7 @@ fn default_output_goes_to_the_state_dir_with_retention() {
     );
     // An existing bundle is never replaced.
     let existing = dir.join(&left[0]);
-    let o = nodedrift()
-        .args([
-            "snapshot",
-            "--host-root",
-            s(host.path()),
-            "--state-dir",
-            s(&state),
-        ])
+    let o = snapshot_cmd(host.path(), &state)
         .args(["--out", s(&existing)])
         .output()
         .unwrap();
@@ -1088,14 +1066,7 @@ fn default_output_goes_to_the_state_dir_with_retention() {
         0o700
     );
     // And streamed to stdout.
-    let o = nodedrift()
-        .args([
-            "snapshot",
-            "--host-root",
-            s(host.path()),
-            "--state-dir",
-            s(&state),
-        ])
+    let o = snapshot_cmd(host.path(), &state)
         .args(["--out", "-"])
         .output()
         .unwrap();
