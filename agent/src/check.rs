@@ -143,6 +143,17 @@ pub fn load_baseline(profile: &str, files: &[PathBuf]) -> Result<Baseline, Basel
     Ok(b)
 }
 
+/// The profile for `host`: `forced`, or detected (inspecting only the `os` component).
+pub fn profile_for(host: &HostRoot, forced: Option<&str>) -> ProfileChoice {
+    match forced {
+        Some(p) => choose_profile(Some(p), &Facts::default()),
+        None => {
+            let facts = inspect::inspect(host, &inspect::Options::default(), &[os::NAME]);
+            choose_profile(None, &facts)
+        }
+    }
+}
+
 /// Picks the profile: forced, or detected from the `os` facts.
 pub fn choose_profile(forced: Option<&str>, facts: &Facts) -> ProfileChoice {
     match forced {

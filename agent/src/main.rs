@@ -565,13 +565,7 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<u8> {
         cfg.state_dir = v;
     }
     let host = HostRoot::new(&cfg.host_root)?;
-    let profile = match &cfg.profile {
-        Some(p) => check::choose_profile(Some(p), &Default::default()),
-        None => {
-            let facts = inspect::inspect(&host, &inspect::Options::default(), &[inspect::os::NAME]);
-            check::choose_profile(None, &facts)
-        }
-    };
+    let profile = check::profile_for(&host, cfg.profile.as_deref());
     let baseline = check::load_baseline(&profile.name, &cfg.baselines)?;
     let mut req = SnapshotRequest::new(&host, &args.id, profile, &baseline);
     req.node_name = cfg.kubernetes.node_name.as_deref();

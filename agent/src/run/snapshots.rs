@@ -35,7 +35,6 @@ use crate::check;
 use crate::clock::{rfc3339_secs, unix_now};
 use crate::config::Config;
 use crate::host::HostRoot;
-use crate::inspect;
 use crate::ledger::Ledger;
 use crate::report::cloudevents::{CloudEvent, types};
 use crate::report::http::HttpSink;
@@ -280,13 +279,7 @@ fn take(
     stop: &AtomicBool,
 ) -> Result<SnapshotOutcome, String> {
     let host = HostRoot::new(&config.host_root).map_err(|e| e.to_string())?;
-    let profile = match &config.profile {
-        Some(p) => check::choose_profile(Some(p), &Default::default()),
-        None => {
-            let facts = inspect::inspect(&host, &inspect::Options::default(), &[inspect::os::NAME]);
-            check::choose_profile(None, &facts)
-        }
-    };
+    let profile = check::profile_for(&host, config.profile.as_deref());
     let baseline =
         check::load_baseline(&profile.name, &config.baselines).map_err(|e| e.to_string())?;
     let mut req = SnapshotRequest::new(&host, id, profile, &baseline);
