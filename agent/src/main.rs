@@ -880,15 +880,29 @@ fn policy_table(name: &str, b: &Baseline) -> String {
     );
     let by = b.by_policy();
     for c in baseline::policy::clauses() {
-        let rules = by
+        let rules: Vec<String> = by
             .get(c.id.as_str())
-            .map(|rs| {
-                rs.iter()
-                    .map(|r| format!("`{}`", r.id))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_else(|| "— (no rule in this profile)".into());
+            .into_iter()
+            .flatten()
+            .map(|r| format!("`{}`", r.id))
+            .chain(
+                b.files
+                    .iter()
+                    .filter(|s| s.policy == c.id)
+                    .map(|s| format!("`{}` (file integrity)", s.rule_id())),
+            )
+            .chain(
+                nodedrift::report::kube::API_RULES
+                    .iter()
+                    .filter(|(_, policy)| *policy == c.id)
+                    .map(|(id, _)| format!("`{id}` (run, from the API server)")),
+            )
+            .collect();
+        let rules = if rules.is_empty() {
+            "— (no rule in this profile)".to_owned()
+        } else {
+            rules.join(", ")
+        };
         let _ = writeln!(out, "| {} | {} | {} |", c.id, c.summary, rules);
     }
     out

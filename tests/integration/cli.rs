@@ -184,3 +184,23 @@ fn table_format_groups_by_component_and_summarises() {
         "no colour when not a terminal: {text}"
     );
 }
+
+#[test]
+fn the_readme_coverage_table_is_what_baseline_show_policy_prints() {
+    let out = run(&["baseline", "show", "--profile", "aks-ubuntu", "--policy"]);
+    assert_eq!(out.status.code(), Some(0));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let table: String = printed
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(table.lines().count() > 10, "{printed}");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains(&table),
+        "README.md's coverage table is out of date; paste the output of \
+         `nodedrift baseline show --profile aks-ubuntu --policy`:\n{table}"
+    );
+}

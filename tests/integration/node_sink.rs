@@ -153,6 +153,21 @@ fn the_agent_reports_drift_and_reboot_on_its_own_node() {
         },
     );
     assert!(api.world().count(Route::WatchNode) >= 1);
+    // Kubelet v1.32.4 against API server v1.32.4: within the skew policy.
+    let skew = |status: &str| {
+        format!(
+            "nodedrift_rule_status{{rule=\"kubelet.version-skew-supported\",status=\"{status}\"}} 1"
+        )
+    };
+    agent.wait_metrics("the version-skew check", |m| m.contains(&skew("pass")));
+    // A kubelet newer than the API server (installed by hand) is seen through the watch.
+    api.edit_node(|n| {
+        n["status"]["nodeInfo"]["kubeletVersion"] = serde_json::json!("v1.33.1");
+    });
+    agent.wait_metrics("the version-skew check failing", |m| {
+        m.contains(&skew("fail"))
+    });
+    assert!(api.world().count(Route::Version) >= 1);
     api.assert_clean();
     assert_eq!(agent.terminate(), Some(0));
 }

@@ -30,7 +30,7 @@ use crate::report::http::SinkCounters;
 use crate::report::http::{EndpointConfig, HttpSink, SinkMetrics};
 use crate::report::kube::{
     ANNOTATION_SNAPSHOT_REQUEST, KubeCounters, KubeOptions, KubeSink, KubeSinkError, NodeInputs,
-    PatchKind,
+    PatchKind, Versions,
 };
 use crate::report::metrics::{self, DeliveryLabels, Health, Metrics, ResultLabels, ScopeLabels};
 
@@ -235,6 +235,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
                 tasks.spawn(follow_node(
                     reader,
                     publisher.node_labels.clone(),
+                    publisher.versions.clone(),
                     snapshot_requests.clone(),
                     triggers.clone(),
                     cancel.clone(),
@@ -533,9 +534,14 @@ fn node_name(config: &Config) -> String {
 /// watch; read again after a 410 Gone or an error, with a backoff). A label change asks for a
 /// re-evaluation (the system-label check) at once. Where watching is forbidden (RBAC without
 /// `watch` on nodes), the Node is read every [`LABELS_POLL`] instead.
+///
+/// The kubelet's version (from the Node) and the API server's (`GET /version`, asked again
+/// whenever a watch is renewed, so an upgraded control plane is seen within minutes) feed the
+/// version-skew check; a change asks for a re-evaluation too.
 async fn follow_node(
     reader: KubeSink,
     labels: Arc<std::sync::RwLock<Option<std::collections::BTreeMap<String, String>>>>,
+    versions: Arc<std::sync::RwLock<Versions>>,
     snapshot_requests: tokio::sync::watch::Sender<Option<String>>,
     triggers: Triggers,
     cancel: CancellationToken,
@@ -549,15 +555,34 @@ async fn follow_node(
             last_request.clone_from(&request);
             snapshot_requests.send_replace(request);
         }
-        let changed = labels
+        let mut changed = labels
             .read()
             .map(|l| l.as_ref() != Some(&inputs.labels))
             .unwrap_or(false);
+        if changed && let Ok(mut l) = labels.write() {
+            *l = Some(inputs.labels);
+        }
+        if let Ok(mut v) = versions.write()
+            && v.kubelet != inputs.kubelet_version
+        {
+            v.kubelet = inputs.kubelet_version;
+            changed = true;
+        }
         if changed {
-            if let Ok(mut l) = labels.write() {
-                *l = Some(inputs.labels);
-            }
             triggers.send(Trigger::Reevaluate, "kubernetes");
+        }
+    };
+    let server_version = async || match reader.server_version().await {
+        Ok(server) => {
+            if let Ok(mut v) = versions.write()
+                && v.api_server.as_ref() != Some(&server)
+            {
+                v.api_server = Some(server);
+                triggers.send(Trigger::Reevaluate, "kubernetes");
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "Cannot read the API server's version; the version-skew check waits.")
         }
     };
     let mut backoff = NODE_RETRY_MIN;
@@ -566,6 +591,7 @@ async fn follow_node(
             Ok(inputs) => {
                 let mut version = inputs.resource_version.clone();
                 seen(inputs);
+                server_version().await;
                 loop {
                     match reader.watch_node(&version, &cancel, &mut seen).await {
                         Ok(v) => {
@@ -574,6 +600,7 @@ async fn follow_node(
                             }
                             version = v;
                             backoff = NODE_RETRY_MIN;
+                            server_version().await;
                         }
                         Err(KubeSinkError::Forbidden { .. }) => break LABELS_POLL,
                         Err(e) => {

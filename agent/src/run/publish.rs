@@ -24,7 +24,9 @@ use crate::ledger::{
 };
 use crate::report::cloudevents::{CloudEvent, stable_id, types};
 use crate::report::http::Outbox;
-use crate::report::kube::{NodeEvent, NodeStatusUpdate, system_label_findings};
+use crate::report::kube::{
+    NodeEvent, NodeStatusUpdate, Versions, system_label_findings, version_skew_findings,
+};
 use crate::report::metrics::{Health, Metrics};
 use crate::report::summary::NodeSummary;
 
@@ -44,6 +46,8 @@ pub struct Publisher {
     pub kube: Option<KubeChannels>,
     /// The Node's labels as last read from the API server (for the system-label check).
     pub node_labels: Arc<RwLock<Option<BTreeMap<String, String>>>>,
+    /// The kubelet's and the API server's versions as last read (for the version-skew check).
+    pub versions: Arc<RwLock<Versions>>,
     /// The last ledger error logged (so a persistent one is logged once).
     last_error: Option<String>,
     /// The findings last recorded (rule, path, status, actual), and when: an evaluation that
@@ -96,6 +100,7 @@ impl Publisher {
             summary: None,
             kube: None,
             node_labels: Arc::new(RwLock::new(None)),
+            versions: Arc::new(RwLock::new(Versions::default())),
             last_error: None,
             last_recorded: None,
             refresh: std::time::Duration::from_secs(600),
@@ -115,6 +120,9 @@ impl Publisher {
                 _ => BTreeMap::new(),
             };
             findings.extend(system_label_findings(&node_labels, &registered));
+        }
+        if let Ok(v) = self.versions.read() {
+            findings.extend(version_skew_findings(&v));
         }
         findings
     }

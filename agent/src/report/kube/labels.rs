@@ -25,7 +25,7 @@ pub const SYSTEM_LABELS_RULE: &str = "node.system-labels-unchanged";
 pub const RESERVED_LABEL_DOMAINS: [&str; 3] = ["kubernetes.io", "k8s.io", "kubernetes.azure.com"];
 const TITLE: &str = "System labels registered by the kubelet are unchanged";
 const COMPONENT: &str = "node";
-const POLICY: &str = "aks/system-metadata";
+pub(super) const POLICY: &str = "aks/system-metadata";
 const REMEDIATION: &str = "Restore the label to the value the kubelet registered (`kubectl label node <node> \
      <key>=<value> --overwrite`) or reimage the node through the platform; change node pool \
      labels through the platform's API, never on the Node object.";

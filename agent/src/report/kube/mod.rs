@@ -39,16 +39,19 @@
 //!
 //! **Reading.** The agent watches its own Node (a field selector on its name, never the node
 //! list): label changes feed the system-label check and `nodedrift.dev/` requests reach the
-//! agent as they happen ([`KubeSink::watch_node`]).
+//! agent as they happen ([`KubeSink::watch_node`]). The kubelet's version in the Node and the
+//! API server's (`GET /version`, [`KubeSink::server_version`]) feed the version-skew check.
 //!
 //! RBAC the agent needs: `get`, `watch`, `patch` on `nodes` (`list` is granted for kube's watch
-//! semantics); `patch` on `nodes/status`; `create`, `patch` on `events` (core group). Nothing
-//! else is ever written.
+//! semantics); `patch` on `nodes/status`; `create`, `patch` on `events` (core group). `/version`
+//! is readable by every client (the default `system:public-info-viewer` binding). Nothing else
+//! is ever written.
 
 mod desired;
 mod events;
 mod labels;
 mod metrics;
+mod skew;
 
 #[cfg(test)]
 mod tests;
@@ -79,6 +82,14 @@ pub use labels::{
     RESERVED_LABEL_DOMAINS, SYSTEM_LABELS_RULE, is_system_label, system_label_findings,
 };
 pub use metrics::{KubeCounters, KubeMetrics, PatchKind};
+pub use skew::{VERSION_SKEW_RULE, Versions, version_skew_findings};
+
+/// The rules the Kubernetes sink evaluates itself (they need the API server, so `run` only),
+/// with the policy clause each protects: for the coverage table.
+pub const API_RULES: &[(&str, &str)] = &[
+    (SYSTEM_LABELS_RULE, labels::POLICY),
+    (VERSION_SKEW_RULE, skew::POLICY),
+];
 
 /// How often an unchanged state is re-written (annotation `last-check`, condition
 /// `lastHeartbeatTime`); node-problem-detector's heartbeat period.
@@ -307,6 +318,10 @@ const WATCH_NODE: Op = Op {
     verb: "watch",
     resource: "nodes",
 };
+const GET_VERSION: Op = Op {
+    verb: "get",
+    resource: "version",
+};
 const PATCH_NODE: Op = Op {
     verb: "patch",
     resource: "nodes",
@@ -411,6 +426,8 @@ pub struct NodeInputs {
     /// The `nodedrift.dev/` annotations only.
     pub annotations: BTreeMap<String, String>,
     pub resource_version: String,
+    /// `status.nodeInfo.kubeletVersion`: what the running kubelet reports of itself.
+    pub kubelet_version: Option<String>,
 }
 
 impl NodeInputs {
@@ -426,6 +443,12 @@ impl NodeInputs {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             resource_version: meta.resource_version.clone().unwrap_or_default(),
+            kubelet_version: node
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .map(|i| i.kubelet_version.clone())
+                .filter(|v| !v.is_empty()),
         }
     }
 }
@@ -540,6 +563,7 @@ struct SinkState {
 
 /// The Kubernetes sink of one node.
 pub struct KubeSink {
+    client: Client,
     nodes: Api<Node>,
     events: Api<Event>,
     node_name: String,
@@ -596,6 +620,7 @@ impl KubeSink {
         let now = Instant::now();
         Ok(Self {
             nodes: Api::all(client.clone()),
+            client: client.clone(),
             events: Api::namespaced(client, EVENTS_NAMESPACE),
             state: Mutex::new(SinkState {
                 node: None,
@@ -635,6 +660,15 @@ impl KubeSink {
         let node = self.settle(&mut st, GET_NODE, r)?;
         st.node = Some(NodeView::of(&node));
         Ok(NodeInputs::of(&node))
+    }
+
+    /// The API server's version (`gitVersion` of `GET /version`), for the version-skew check.
+    pub async fn server_version(&self) -> Result<String, KubeSinkError> {
+        let r = self
+            .call(GET_VERSION, "", self.client.apiserver_version())
+            .await;
+        let mut st = self.state.lock().await;
+        Ok(self.settle(&mut st, GET_VERSION, r)?.git_version)
     }
 
     /// Watches this Node (and no other: a field selector on its name) from `version`, calling

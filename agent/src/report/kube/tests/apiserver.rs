@@ -37,6 +37,8 @@ pub enum Route {
     PatchStatus,
     CreateEvent,
     PatchEvent,
+    /// `GET /version`.
+    Version,
 }
 
 /// One request as received, with the status it got.
@@ -58,6 +60,8 @@ pub struct World {
     pub violations: Vec<String>,
     /// Answers to give instead of serving: the first fault whose route matches is used once.
     pub faults: VecDeque<(Route, u16)>,
+    /// The `gitVersion` served on `/version`; `None` serves v1.32.4.
+    pub server_version: Option<String>,
 }
 
 impl World {
@@ -351,6 +355,7 @@ async fn handle(req: Request<Incoming>, world: &Arc<Mutex<World>>) -> Response<R
 fn route_of(method: &Method, path: &str, query: &str) -> Option<Route> {
     match (method.as_str(), path) {
         ("GET", NODE_PATH) => Some(Route::GetNode),
+        ("GET", "/version") if query.is_empty() => Some(Route::Version),
         ("GET", NODES_PATH) if query.split('&').any(|kv| kv == "watch=true") => {
             Some(Route::WatchNode)
         }
@@ -376,7 +381,7 @@ fn check(route: Route, query: &str, content_type: &str, body: &Value) -> Vec<Str
     let content = |t: &str| content_type == t;
     let field_manager = query.split('&').any(|kv| kv == "fieldManager=nodedrift");
     match route {
-        Route::GetNode => want(body.is_null(), "GET with a body"),
+        Route::GetNode | Route::Version => want(body.is_null(), "GET with a body"),
         Route::WatchNode => {
             want(body.is_null(), "GET with a body");
             let own = format!("fieldSelector=metadata.name%3D{NODE}");
@@ -539,6 +544,19 @@ fn apply(w: &mut World, route: Route, path: &str, body: &Value) -> (u16, Value) 
             500,
             status_body(500, "InternalError", "watch served elsewhere"),
         ),
+        Route::Version => {
+            let git = w.server_version.as_deref().unwrap_or("v1.32.4");
+            let minor = git.split('.').nth(1).unwrap_or("");
+            (
+                200,
+                json!({
+                    "major": "1", "minor": minor, "gitVersion": git,
+                    "gitCommit": "0000000000000000000000000000000000000000",
+                    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                    "goVersion": "go1.24.0", "compiler": "gc", "platform": "linux/amd64",
+                }),
+            )
+        }
         Route::GetNode => match &w.node {
             Some(n) => (200, n.clone()),
             None => (404, not_found()),

@@ -776,6 +776,50 @@ async fn node_labels_feed_the_system_label_check() {
 }
 
 #[tokio::test]
+async fn kubelet_and_api_server_versions_feed_the_skew_check() {
+    let server = ApiServer::start(Some(aks_node())).await;
+    let sink = sink(&server, fast());
+    let kubelet = guarded(sink.node_inputs())
+        .await
+        .expect("node")
+        .kubelet_version;
+    assert_eq!(kubelet.as_deref(), Some("v1.32.4"));
+    let api_server = guarded(sink.server_version()).await.expect("version");
+    assert_eq!(api_server, "v1.32.4");
+    let versions = Versions {
+        kubelet: kubelet.clone(),
+        api_server: Some(api_server),
+    };
+    let f = version_skew_findings(&versions);
+    assert_eq!(f[0].status, Status::Pass);
+
+    // The control plane is upgraded past the kubelet's window.
+    server.world().server_version = Some("v1.36.0".into());
+    let api_server = guarded(sink.server_version()).await.expect("version");
+    let f = version_skew_findings(&Versions {
+        kubelet,
+        api_server: Some(api_server),
+    });
+    assert_eq!(f[0].status, Status::Fail);
+    assert_eq!(f[0].rule, VERSION_SKEW_RULE);
+
+    // A Node without nodeInfo (not yet posted by the kubelet) has no kubelet version.
+    server.edit_node(|n| {
+        n["status"]
+            .as_object_mut()
+            .expect("status")
+            .remove("nodeInfo");
+    });
+    let inputs = guarded(sink.node_inputs()).await.expect("node");
+    assert_eq!(inputs.kubelet_version, None);
+
+    server.fail_next(Route::Version, 503);
+    assert!(guarded(sink.server_version()).await.is_err());
+    assert_eq!(server.world().count(Route::Version), 3);
+    server.assert_clean();
+}
+
+#[tokio::test]
 async fn node_names_that_are_not_dns_subdomains_are_refused() {
     let server = ApiServer::start(Some(aks_node())).await;
     let long = "a".repeat(254);
