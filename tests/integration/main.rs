@@ -11,6 +11,7 @@ mod cli;
 mod delivery;
 mod deploy;
 mod egress;
+mod faults;
 mod files;
 mod files_run;
 mod hostile;

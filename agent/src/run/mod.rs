@@ -186,7 +186,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
             let sink_metrics = Arc::new(SinkMetrics::new());
             tracing::info!(url = %sink.url(), "Delivering CloudEvents to the central endpoint.");
             tasks.spawn(sink.run(
-                Arc::new(LedgerOutbox(ledger.clone())),
+                Arc::new(LedgerOutbox {
+                    ledger: ledger.clone(),
+                    metrics: metrics.clone(),
+                }),
                 wake.clone(),
                 cancel.clone(),
                 sink_metrics.clone(),

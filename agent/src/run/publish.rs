@@ -419,16 +419,7 @@ impl Publisher {
             tracing::info!(path = %self.ledger.path().display(), "The state store is writable again.");
         }
         self.health.store_writable.store(true, Ordering::Relaxed);
-        if let Ok(s) = self.ledger.outbox_stats() {
-            self.metrics
-                .outbox_depth
-                .set(i64::try_from(s.depth).unwrap_or(i64::MAX));
-            let age = s
-                .oldest_enqueued_at
-                .map(|t| (now() - t).max(0))
-                .unwrap_or(0);
-            self.metrics.outbox_oldest_age_seconds.set(age);
-        }
+        outbox_gauges(&self.ledger, &self.metrics);
     }
 
     fn failed(&mut self, e: &LedgerError) {
@@ -466,20 +457,43 @@ pub fn parse_labels(s: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The ledger as the endpoint sink's outbox.
+/// Sets the outbox gauges (depth, age of the oldest event) from the ledger.
+fn outbox_gauges(ledger: &Ledger, metrics: &Metrics) {
+    if let Ok(s) = ledger.outbox_stats() {
+        metrics
+            .outbox_depth
+            .set(i64::try_from(s.depth).unwrap_or(i64::MAX));
+        let age = s
+            .oldest_enqueued_at
+            .map(|t| (now() - t).max(0))
+            .unwrap_or(0);
+        metrics.outbox_oldest_age_seconds.set(age);
+    }
+}
+
+/// The ledger as the endpoint sink's outbox. What leaves it (delivered or dead-lettered)
+/// updates the outbox gauges at once, not at the next evaluation.
 #[derive(Debug, Clone)]
-pub struct LedgerOutbox(pub Arc<Ledger>);
+pub struct LedgerOutbox {
+    pub ledger: Arc<Ledger>,
+    pub metrics: Arc<Metrics>,
+}
 
 impl Outbox for LedgerOutbox {
     fn peek(&self, max: usize) -> Result<Vec<CloudEvent>, String> {
-        self.0.outbox_peek(max).map_err(|e| e.to_string())
+        self.ledger.outbox_peek(max).map_err(|e| e.to_string())
     }
     fn ack(&self, ids: &[String]) -> Result<(), String> {
-        self.0.outbox_ack(ids).map_err(|e| e.to_string())
+        let r = self.ledger.outbox_ack(ids).map_err(|e| e.to_string());
+        outbox_gauges(&self.ledger, &self.metrics);
+        r
     }
     fn dead_letter(&self, ids: &[String], reason: &str) -> Result<(), String> {
-        self.0
+        let r = self
+            .ledger
             .outbox_dead_letter(ids, reason)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        outbox_gauges(&self.ledger, &self.metrics);
+        r
     }
 }
