@@ -25,8 +25,10 @@ export PATH
 missing=()
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The clock-jump fault test preloads libfaketime into the agent.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "tests/run.sh: installing ${missing[*]} (needed by the deployment checks)" >&2
+  echo "tests/run.sh: installing ${missing[*]} (needed by the deployment checks and fault tests)" >&2
   if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
