@@ -371,3 +371,54 @@ fn an_event_storm_is_coalesced_and_ends_in_the_exact_final_state() {
     });
     assert_eq!(agent.terminate(), Some(0));
 }
+
+/// The state directory's disk fills up while the agent runs and a finding resolves: the agent
+/// stays alive, says it is not ready, and once space returns it records and delivers the
+/// resolution on its own (within its 10 s store retry), with nothing lost.
+#[test]
+fn a_full_state_disk_holds_back_nothing_once_space_returns() {
+    use std::io::Write as _;
+    let disk = crate::util::Tmpfs::mount("size=64m,mode=0700")
+        .expect("mounting a tmpfs (run the tests as root: tests/run.sh)");
+    let state = tempfile::tempdir_in(disk.0.path()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let receiver = rt.block_on(Receiver::start(Mode::Plain));
+    let host = prepared_host("aks-ubuntu-drifted");
+    let agent = Agent::start_with_state(
+        host.path(),
+        state,
+        &[],
+        &[("NODEDRIFT_ENDPOINT", &receiver.url())],
+    );
+    agent.wait_ready();
+    wait_until("the opening of the port finding", || {
+        transitions(&accepted(&receiver), PORT_SUBJECT).len() == 1
+    });
+
+    // Fill the disk.
+    let filler = disk.0.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0x5a_u8; 1 << 20];
+    while f.write_all(&chunk).and_then(|()| f.flush()).is_ok() {}
+    while f.write_all(&[0]).is_ok() {}
+    drop(f);
+
+    set_read_only_port(host.path(), false);
+    wait_until("not ready while the store cannot be written", || {
+        agent.get("/readyz").0 == 503
+    });
+    assert_eq!(agent.get("/healthz").0, 200, "alive all the same");
+    assert_eq!(
+        transitions(&accepted(&receiver), PORT_SUBJECT).len(),
+        1,
+        "the resolution is not reported before it is recorded"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_until("ready again", || agent.get("/readyz").0 == 200);
+    wait_until("the resolution delivered", || {
+        transitions(&accepted(&receiver), PORT_SUBJECT)
+            == [types::FINDING_OPENED, types::FINDING_RESOLVED]
+    });
+    assert_eq!(agent.terminate(), Some(0));
+}

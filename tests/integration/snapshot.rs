@@ -15,7 +15,7 @@ use nodedrift::host::HostRoot;
 use nodedrift::snapshot::{self, SnapshotRequest};
 use serde_json::{Value, json};
 
-use crate::util::{nodedrift, prepared_host, run};
+use crate::util::{Tmpfs, nodedrift, prepared_host, run};
 
 /// Every entry of a bundle: path → bytes (decompressed).
 pub(crate) fn entries(bundle: &[u8]) -> BTreeMap<String, Vec<u8>> {
@@ -878,28 +878,6 @@ fn bad_ids_are_refused_and_nothing_is_written() {
         Err(snapshot::SnapshotError::InvalidId { .. })
     ));
     assert!(!tmp.path().join("lib").exists());
-}
-
-/// A tmpfs mounted for one test and unmounted when dropped.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(opts: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
-            .arg(dir.path())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Self(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
-    }
 }
 
 fn listing(dir: &Path) -> Vec<String> {

@@ -268,3 +268,27 @@ pub fn watch_fifo<T>(fifo: &std::path::Path, f: impl FnOnce() -> T) -> (T, bool)
     t.join().unwrap();
     (r, opened.load(Ordering::Relaxed))
 }
+
+/// A tmpfs mounted for one test and unmounted when dropped.
+pub struct Tmpfs(pub tempfile::TempDir);
+
+impl Tmpfs {
+    pub fn mount(opts: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}

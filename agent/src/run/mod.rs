@@ -363,6 +363,9 @@ impl Watchers {
     }
 }
 
+/// How soon an evaluation that could not be recorded is recorded again.
+const STORE_RETRY: Duration = Duration::from_secs(10);
+
 #[allow(clippy::too_many_arguments)]
 fn evaluate_loop(
     mut engine: Engine,
@@ -398,10 +401,15 @@ fn evaluate_loop(
     );
 
     loop {
+        // While the store cannot be written (disk full), the evaluation is recorded again every
+        // STORE_RETRY even when nothing else happens, so the transitions held back reach the
+        // ledger and the sinks soon after space returns.
+        let retry = !health.store_writable.load(Ordering::Relaxed);
         let first = handle.block_on(async {
             tokio::select! {
                 () = cancel.cancelled() => None,
                 t = rx.recv() => t,
+                () = tokio::time::sleep(STORE_RETRY), if retry => Some(Trigger::Reevaluate),
             }
         });
         let Some(first) = first else { return };
