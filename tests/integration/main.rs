@@ -26,6 +26,7 @@ mod os;
 mod reboot;
 mod reboot_live;
 pub mod run;
+mod secrets;
 mod snapshot;
 mod snapshot_journal;
 mod snapshot_run;

@@ -17,6 +17,8 @@ pub struct Agent {
     child: Child,
     pub addr: String,
     pub state: tempfile::TempDir,
+    /// Everything the agent wrote to stderr (its log) so far.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Drop for Agent {
@@ -58,28 +60,47 @@ impl Agent {
     /// Starts `cmd`, a command that ends up running `nodedrift run --listen 127.0.0.1:0 ...`
     /// (the binary itself, or a wrapper that execs it), and waits until it says where it
     /// listens.
-    pub fn spawn(mut cmd: std::process::Command, state: tempfile::TempDir) -> Self {
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("NODEDRIFT_TEST_AGENT_LOG").unwrap_or_else(|_| "nodedrift=info".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    pub fn spawn(cmd: std::process::Command, state: tempfile::TempDir) -> Self {
+        let filter =
+            std::env::var("NODEDRIFT_TEST_AGENT_LOG").unwrap_or_else(|_| "nodedrift=info".into());
+        Self::spawn_logging(cmd, state, &filter)
+    }
+
+    /// [`Agent::spawn`] with the log filter `filter` (`RUST_LOG` syntax).
+    pub fn spawn_logging(
+        mut cmd: std::process::Command,
+        state: tempfile::TempDir,
+        filter: &str,
+    ) -> Self {
+        cmd.env("RUST_LOG", filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn nodedrift run");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let keep = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("addr=").nth(1) {
                     let _ = tx.send(addr.trim().to_owned());
                 }
                 eprintln!("agent: {line}");
+                if let Ok(mut l) = keep.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
             }
         });
         let addr = rx
             .recv_timeout(PATIENCE)
             .expect("the agent reports its listen address");
-        Self { child, addr, state }
+        Self {
+            child,
+            addr,
+            state,
+            log,
+        }
     }
 
     pub fn pid(&self) -> Pid {

@@ -3,6 +3,7 @@
 //! One module per component. An inspector never judges (that is the baseline's job) and never
 //! fails the run: whatever it cannot see becomes an `unknown` marker with the reason, and a
 //! panicking inspector is caught and reported as unknown as a whole.
+//! Every component's facts are redacted ([`crate::redact::json`]) before anyone sees them.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -133,7 +134,7 @@ pub fn inspect(host: &HostRoot, options: &Options, only: &[&str]) -> Facts {
             .map(|c| (c.name, s.spawn(|| (c.inspect)(&ctx))))
             .collect();
         for (name, h) in handles {
-            let cf = h.join().unwrap_or_else(|_| {
+            let mut cf = h.join().unwrap_or_else(|_| {
                 tracing::error!(
                     component = name,
                     "inspector panicked; its facts are unknown"
@@ -142,6 +143,10 @@ pub fn inspect(host: &HostRoot, options: &Options, only: &[&str]) -> Facts {
                 cf.unknown(&[], "the inspector failed internally (panic); see the log");
                 cf
             });
+            // Facts reach every output (check, the sinks, snapshots): secrets an inspector
+            // read (a `--token` flag, a kubeconfig token, an env file's password) are replaced
+            // here, once, whatever the inspector did.
+            crate::redact::json(&mut cf.facts);
             facts.insert(cf);
         }
     });
