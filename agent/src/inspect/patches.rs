@@ -8,7 +8,8 @@
 //!
 //! * **image** (`patches.image`): the AKS `kubernetes.azure.com/node-image-version` node label
 //!   (see the os inspector; `AKSUbuntu-2204gen2containerd-202501.12.0` was built 2025-01-12),
-//!   else Ubuntu cloud images' `/etc/cloud/build.info` (`serial: 20240110.1`), else
+//!   else the AKS VHD build log `/opt/azure/vhd-install.complete` (the date its build
+//!   completed, or started, and its build number), else Ubuntu cloud images' `/etc/cloud/build.info` (`serial: 20240110.1`), else
 //!   os-release's `IMAGE_VERSION`/`BUILD_ID`, else Azure Linux's `/etc/azurelinux-release` /
 //!   CBL-Mariner's `/etc/mariner-release` (`3.0.20240824`). The build date is the date the
 //!   version carries.
@@ -50,6 +51,7 @@ use parse::{FUTURE_TOLERANCE, LogScan};
 
 pub const NAME: &str = "patches";
 
+const VHD_LOG: &str = "/opt/azure/vhd-install.complete";
 const BUILD_INFO: &str = "/etc/cloud/build.info";
 const RELEASE_FILES: [&str; 2] = ["/etc/azurelinux-release", "/etc/mariner-release"];
 const DPKG_STATUS: &str = "/var/lib/dpkg/status";
@@ -175,7 +177,8 @@ fn family(host: &HostRoot) -> Result<Family, String> {
 
 /// A version and the file (or label) it came from.
 struct ImageRecord {
-    version: String,
+    /// None when the record dates the image but names no version.
+    version: Option<String>,
     build_date: Option<String>,
     source: &'static str,
     evidence: Evidence,
@@ -190,11 +193,20 @@ fn image(ctx: &Context<'_>, now: i64, cf: &mut ComponentFacts) {
         );
         return;
     };
-    cf.set(&["image", "version"], rec.version.as_str());
+    match &rec.version {
+        Some(v) => cf.set(&["image", "version"], v.as_str()),
+        None => cf.unknown(
+            &["image", "version"],
+            format!("{} records no version", rec.source),
+        ),
+    }
     cf.set(&["image", "source"], rec.source);
     cf.evidence(&["image"], rec.evidence);
     let Some(date) = rec.build_date else {
-        let r = format!("the image version {:?} carries no build date", rec.version);
+        let r = format!(
+            "the image version {:?} carries no build date",
+            rec.version.unwrap_or_default()
+        );
         cf.unknown(&["image", "buildDate"], &r);
         cf.unknown(&["image", "ageDays"], &r);
         return;
@@ -216,12 +228,27 @@ fn image_record(ctx: &Context<'_>, tried: &mut Vec<String>) -> Option<ImageRecor
     if let Some((version, evidence)) = os::node_image_record(ctx) {
         return Some(ImageRecord {
             build_date: os::image_build_date(&version),
-            version,
+            version: Some(version),
             source: "aks-node-image-label",
             evidence,
         });
     }
     tried.push("no kubernetes.azure.com/node-image-version node label".to_owned());
+    match host.read(Path::new(VHD_LOG), SMALL_LIMIT) {
+        Ok(b) => {
+            let (number, date) = parse::vhd_install_log(&String::from_utf8_lossy(&b));
+            if date.is_some() {
+                return Some(ImageRecord {
+                    version: number,
+                    build_date: date,
+                    source: "aks-vhd-build-log",
+                    evidence: Evidence::file(VHD_LOG).with_source("config"),
+                });
+            }
+            tried.push(format!("{VHD_LOG}: no build date"));
+        }
+        Err(e) => tried.push(e.to_string()),
+    }
     match host.read(Path::new(BUILD_INFO), SMALL_LIMIT) {
         Ok(b) => {
             let (name, serial) = parse::build_info(&String::from_utf8_lossy(&b));
@@ -232,7 +259,7 @@ fn image_record(ctx: &Context<'_>, tried: &mut Vec<String>) -> Option<ImageRecor
                 };
                 return Some(ImageRecord {
                     build_date: parse::embedded_date(&serial),
-                    version,
+                    version: Some(version),
                     source: "cloud-build-info",
                     evidence: Evidence::file(BUILD_INFO).with_source("config"),
                 });
@@ -257,7 +284,7 @@ fn image_record(ctx: &Context<'_>, tried: &mut Vec<String>) -> Option<ImageRecor
                     };
                     return Some(ImageRecord {
                         build_date: parse::embedded_date(v),
-                        version,
+                        version: Some(version),
                         source: "os-release",
                         evidence: Evidence::file(path).with_source("config"),
                     });
@@ -280,7 +307,7 @@ fn image_record(ctx: &Context<'_>, tried: &mut Vec<String>) -> Option<ImageRecor
                 if let Some(version) = first.split_whitespace().last() {
                     return Some(ImageRecord {
                         build_date: parse::embedded_date(version),
-                        version: version.to_owned(),
+                        version: Some(version.to_owned()),
                         source: "release-file",
                         evidence: Evidence::file(path).with_source("config"),
                     });

@@ -298,12 +298,7 @@ pub fn release_date(text: &str) -> Option<i64> {
         return None;
     }
     let d: u32 = digits(w[0])?;
-    let m = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|n| *n == w[1])? as u32
-        + 1;
+    let m = month(w[1])?;
     let y: i64 = digits(w[2])?;
     if !valid_date(y, m, d) {
         return None;
@@ -333,6 +328,48 @@ pub fn embedded_date(s: &str) -> Option<String> {
                 .filter(|_| run.starts_with("20"))
                 .map(|_| date)
         })
+}
+
+/// The AKS VHD build log `/opt/azure/vhd-install.complete`: the build's date (AgentBaker's
+/// `Install completed successfully on <date>`, else the older `Starting build on <date>`, in
+/// `date`'s default format, UTC) and its `VSTS Build NUMBER:`.
+pub fn vhd_install_log(text: &str) -> (Option<String>, Option<String>) {
+    let after = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let date = after("Install completed successfully on")
+        .and_then(date_output)
+        .or_else(|| after("Starting build on").and_then(date_output));
+    let number = after("VSTS Build NUMBER:")
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    (number, date)
+}
+
+/// `date`'s default output in UTC, `Fri May  3 00:12:45 UTC 2024` → `2024-05-03`.
+fn date_output(s: &str) -> Option<String> {
+    let w: Vec<&str> = s.split_whitespace().collect();
+    let [_, mon, day, time, zone, year] = w.as_slice() else {
+        return None;
+    };
+    if !matches!(*zone, "UTC" | "GMT") || parse_time(time).is_none() {
+        return None;
+    }
+    let m = month(mon)?;
+    let d: u32 = digits(day)?;
+    let y: i64 = digits(year)?;
+    valid_date(y, m, d).then(|| format!("{y:04}-{m:02}-{d:02}"))
+}
+
+fn month(name: &str) -> Option<u32> {
+    [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|n| *n == name)
+    .and_then(|i| u32::try_from(i + 1).ok())
 }
 
 /// `/etc/cloud/build.info` (Ubuntu cloud images): `build_name: server`, `serial: 20240110.1`.
@@ -466,6 +503,26 @@ mod tests {
         let (name, serial) = build_info("build_name: server\nserial: 20240110.1\n");
         assert_eq!(name.as_deref(), Some("server"));
         assert_eq!(serial.as_deref(), Some("20240110.1"));
+    }
+
+    #[test]
+    fn vhd_build_log() {
+        let (n, d) = vhd_install_log(
+            "Starting build on  Fri May  3 00:12:45 UTC 2024\nComponents downloaded ...\n",
+        );
+        assert_eq!((n, d.as_deref()), (None, Some("2024-05-03")));
+        let (n, d) = vhd_install_log(
+            "Starting build on  Fri May  3 00:12:45 UTC 2024\n\
+             Install completed successfully on  Sat May  4 01:00:00 UTC 2024\n\
+             VSTS Build NUMBER: 20240504.1_master_91234567\n",
+        );
+        assert_eq!(n.as_deref(), Some("20240504.1_master_91234567"));
+        assert_eq!(d.as_deref(), Some("2024-05-04"));
+        assert_eq!(
+            vhd_install_log("Starting build on  Fri May  3 00:12:45 CEST 2024\n").1,
+            None
+        );
+        assert_eq!(vhd_install_log("Starting build on garbage\n"), (None, None));
     }
 
     #[test]

@@ -325,3 +325,25 @@ fn os_release_image_fields() {
     assert_eq!(cf.get(&["image", "version"]), Some(&json!("rolling")));
     assert!(reason(&cf, &["image", "ageDays"]).contains("carries no build date"));
 }
+
+#[test]
+fn aks_vhd_build_log_dates_the_image_without_a_label() {
+    let r = Root::new();
+    r.write(
+        "/opt/azure/vhd-install.complete",
+        "Starting build on  Fri May  3 00:12:45 UTC 2024\nComponents downloaded in this VHD build:\n",
+    )
+    .write(
+        "/etc/cloud/build.info",
+        "build_name: server\nserial: 20240401\n",
+    );
+    let cf = r.inspect();
+    let i = cf.get(&["image"]).unwrap();
+    assert_eq!(i["source"], json!("aks-vhd-build-log"));
+    assert_eq!(i["buildDate"], json!("2024-05-03"));
+    assert_eq!(
+        i["ageDays"],
+        json!((NOW - unix_of(2024, 5, 3, 0, 0, 0)) / 86_400)
+    );
+    assert!(reason(&cf, &["image", "version"]).contains("records no version"));
+}
