@@ -23,6 +23,7 @@ mod kube_proxy;
 mod kubelet;
 mod node_sink;
 mod os;
+mod patches;
 mod reboot;
 mod reboot_live;
 pub mod run;

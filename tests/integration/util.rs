@@ -292,3 +292,26 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// The fixture hosts' node image (`...-202501.12.0` in the kubelet's node labels) is fixed, so
+/// it grows older than the baseline's 30 days as time passes: rewrites the label in a prepared
+/// copy to an image built `age_days` ago (`YYYYMM.DD.0`), in `/etc/default/kubelet` and in
+/// the kubelet's command line under `/proc`.
+pub fn set_node_image_age(root: &std::path::Path, age_days: i64) {
+    let t = nodedrift::clock::unix_now() - age_days * 86_400;
+    let date = nodedrift::clock::rfc3339_secs(t); // 2026-11-22T...
+    let version = format!("{}{}.{}.0", &date[..4], &date[5..7], &date[8..10]);
+    let mut changed = 0;
+    for rel in ["etc/default/kubelet", "proc/1201/cmdline"] {
+        let p = root.join(rel);
+        let Ok(text) = std::fs::read(&p) else {
+            continue;
+        };
+        let text = String::from_utf8(text).expect("utf-8");
+        if text.contains("202501.12.0") {
+            std::fs::write(&p, text.replace("202501.12.0", &version)).expect("write");
+            changed += 1;
+        }
+    }
+    assert!(changed > 0, "no node image label under {}", root.display());
+}

@@ -30,6 +30,7 @@ const GENERIC: &[EmbeddedFile] = embed!(
     "generic/sysctl.yaml",
     "generic/reboot.yaml",
     "generic/os.yaml",
+    "generic/patches.yaml",
     "generic/files.yaml",
 );
 
@@ -41,6 +42,7 @@ const AKS: &[EmbeddedFile] = embed!(
     "aks/sysctl.yaml",
     "aks/reboot.yaml",
     "aks/os.yaml",
+    "aks/patches.yaml",
     "aks/files.yaml",
     "aks/egress.yaml",
 );

@@ -17,6 +17,7 @@ pub mod egress;
 pub mod kube_proxy;
 pub mod kubelet;
 pub mod os;
+pub mod patches;
 pub mod process;
 pub mod reboot;
 pub mod sysctl;
@@ -102,6 +103,10 @@ pub const COMPONENTS: &[Component] = &[
     Component {
         name: os::NAME,
         inspect: os::inspect,
+    },
+    Component {
+        name: patches::NAME,
+        inspect: patches::inspect,
     },
     Component {
         name: egress::NAME,

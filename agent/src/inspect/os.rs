@@ -41,7 +41,7 @@ pub const NAME: &str = "os";
 /// os-release and friends are a few hundred bytes.
 const SMALL_FILE_LIMIT: u64 = 64 << 10;
 
-const OS_RELEASE_PATHS: [&str; 2] = ["/etc/os-release", "/usr/lib/os-release"];
+pub(crate) const OS_RELEASE_PATHS: [&str; 2] = ["/etc/os-release", "/usr/lib/os-release"];
 pub(crate) const OSRELEASE: &str = "/proc/sys/kernel/osrelease";
 pub(crate) const PROC_VERSION: &str = "/proc/version";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
@@ -245,7 +245,7 @@ fn labels_from_defaults(text: &str) -> Vec<String> {
 }
 
 /// `AKSUbuntu-2204gen2containerd-202309.06.0` → `2023-09-06` (the VHD release date).
-fn image_build_date(version: &str) -> Option<String> {
+pub(crate) fn image_build_date(version: &str) -> Option<String> {
     let tail = version.rsplit('-').next()?;
     let mut parts = tail.split('.');
     let (ym, d) = (parts.next()?, parts.next()?);
@@ -374,8 +374,12 @@ fn boot(host: &HostRoot, cf: &mut ComponentFacts) {
     }
 }
 
-fn node_image(ctx: &Context<'_>, defaults: &Result<String, HostError>, cf: &mut ComponentFacts) {
-    let mut found: Option<(String, Evidence)> = None;
+/// The node image version AKS stamped on the node (the `node-image-version` node label), from
+/// the running kubelet's flags or else `/etc/default/kubelet`, with where it was read.
+pub(crate) fn node_image_label(
+    ctx: &Context<'_>,
+    defaults: &Result<String, HostError>,
+) -> Option<(String, Evidence)> {
     for p in ctx.procs.find("kubelet") {
         let flags = parse_flags(p.args_for("kubelet"), |_| false);
         let Some(values) = flags.values.get("node-labels") else {
@@ -386,25 +390,35 @@ fn node_image(ctx: &Context<'_>, defaults: &Result<String, HostError>, cf: &mut 
                 .get(NODE_IMAGE_LABEL)
                 .map(|s| (*s).to_owned())
         }) {
-            found = Some((
+            return Some((
                 v,
                 Evidence::file(host::display(&p.proc_path("cmdline")))
                     .with_pid(p.pid)
                     .with_source("flag"),
             ));
-            break;
         }
     }
-    if let (None, Ok(text)) = (&found, defaults) {
-        found = labels_from_defaults(text)
-            .iter()
-            .find_map(|l| {
-                node_labels(l)
-                    .get(NODE_IMAGE_LABEL)
-                    .map(|s| (*s).to_owned())
-            })
-            .map(|v| (v, Evidence::file(KUBELET_DEFAULTS).with_source("config")));
-    }
+    let text = defaults.as_ref().ok()?;
+    labels_from_defaults(text)
+        .iter()
+        .find_map(|l| {
+            node_labels(l)
+                .get(NODE_IMAGE_LABEL)
+                .map(|s| (*s).to_owned())
+        })
+        .map(|v| (v, Evidence::file(KUBELET_DEFAULTS).with_source("config")))
+}
+
+/// [`node_image_label`], reading `/etc/default/kubelet` itself.
+pub(crate) fn node_image_record(ctx: &Context<'_>) -> Option<(String, Evidence)> {
+    let defaults = ctx
+        .host
+        .read_string(Path::new(KUBELET_DEFAULTS), SMALL_FILE_LIMIT);
+    node_image_label(ctx, &defaults).filter(|(v, _)| !v.is_empty())
+}
+
+fn node_image(ctx: &Context<'_>, defaults: &Result<String, HostError>, cf: &mut ComponentFacts) {
+    let found = node_image_label(ctx, defaults);
     match found {
         Some((version, evidence)) if !version.is_empty() => {
             let mut image = json!({"version": version, "label": NODE_IMAGE_LABEL});

@@ -311,6 +311,16 @@ const FIXED_TARGETS: &[(&str, &[&str], &[&str])] = &[
         &[],
     ),
     (
+        inspect::patches::NAME,
+        &[
+            "/var/lib/dpkg/status",
+            "/var/log/dpkg.log",
+            "/var/log/apt/history.log",
+            "/var/log/dnf.rpm.log",
+        ],
+        &[],
+    ),
+    (
         inspect::kubelet::NAME,
         &["/etc/default/kubelet"],
         &[
