@@ -31,5 +31,6 @@ mod secrets;
 mod snapshot;
 mod snapshot_journal;
 mod snapshot_run;
+mod soak;
 mod sysctl;
 mod systemd_unit;
