@@ -21,6 +21,8 @@ pub mod patches;
 pub mod process;
 pub mod reboot;
 pub mod sysctl;
+#[cfg(test)]
+pub(crate) mod test_root;
 
 pub use process::{Process, ProcessTable};
 

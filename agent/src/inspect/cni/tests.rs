@@ -1,31 +1,19 @@
 use super::*;
-use crate::inspect::{Options, ProcessTable};
+use crate::inspect::Options;
 
 const AZURE: &str = r#"{"cniVersion":"0.3.0","name":"azure","plugins":[
   {"type":"azure-vnet","mode":"transparent","ipam":{"type":"azure-vnet-ipam"}},
   {"type":"portmap","capabilities":{"portMappings":true},"snat":true}]}"#;
 
-/// A temporary host root with files written relative to it.
-struct Root(tempfile::TempDir);
+use crate::inspect::test_root::TestRoot as Root;
 
-impl Root {
-    fn new() -> Self {
-        Self(tempfile::tempdir().unwrap())
-    }
-    fn write(&self, p: &str, text: &str) -> &Self {
-        let path = self.0.path().join(p.trim_start_matches('/'));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-        self
-    }
+trait Inspect {
+    fn inspect(&self) -> ComponentFacts;
+}
+
+impl Inspect for Root {
     fn inspect(&self) -> ComponentFacts {
-        let host = HostRoot::new(self.0.path()).unwrap();
-        let procs = ProcessTable::default();
-        inspect(&Context {
-            host: &host,
-            procs: &procs,
-            options: &Options::default(),
-        })
+        self.run(inspect, false, &Options::default())
     }
 }
 

@@ -1,28 +1,19 @@
 use super::*;
 use crate::inspect::{Options, Process, ProcessTable};
 
-struct Root(tempfile::TempDir);
+use crate::inspect::test_root::TestRoot as Root;
 
-impl Root {
-    fn new() -> Self {
-        Self(tempfile::tempdir().unwrap())
-    }
-    fn write(&self, p: &str, text: impl AsRef<[u8]>) -> &Self {
-        let path = self.0.path().join(p.trim_start_matches('/'));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-        self
-    }
+trait Inspect {
+    fn inspect_with(&self, procs: &ProcessTable) -> ComponentFacts;
+    fn inspect(&self) -> ComponentFacts;
+}
+
+impl Inspect for Root {
     fn inspect_with(&self, procs: &ProcessTable) -> ComponentFacts {
-        let host = HostRoot::new(self.0.path()).unwrap();
-        inspect(&Context {
-            host: &host,
-            procs,
-            options: &Options::default(),
-        })
+        self.run_with(inspect, procs, &Options::default())
     }
     fn inspect(&self) -> ComponentFacts {
-        self.inspect_with(&ProcessTable::default())
+        self.run(inspect, false, &Options::default())
     }
 }
 
@@ -174,7 +165,7 @@ fn os_release_falls_back_only_when_missing() {
         Some("/usr/lib/os-release")
     );
     // A directory in its place is not a reason to guess from the fallback.
-    std::fs::create_dir_all(r.0.path().join("etc/os-release")).unwrap();
+    std::fs::create_dir_all(r.dir().join("etc/os-release")).unwrap();
     let cf = r.inspect();
     assert!(reason(&cf, &["release"]).contains("/etc/os-release: is a directory"));
 }

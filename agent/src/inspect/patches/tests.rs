@@ -1,48 +1,24 @@
 use super::*;
 use crate::clock::unix_of;
-use crate::inspect::{Options, ProcessTable};
+use crate::inspect::Options;
 use std::os::unix::fs::symlink;
-use std::path::PathBuf;
 
 /// 2026-11-22T02:42:51Z: the clock of these tests (fixed, so no date rots).
 const NOW: i64 = 1_795_315_371;
 
-struct Root(tempfile::TempDir);
+use crate::inspect::test_root::TestRoot as Root;
 
-impl Root {
-    fn new() -> Self {
-        Self(tempfile::tempdir().unwrap())
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.0.path().join(p.trim_start_matches('/'))
-    }
-    fn write(&self, p: &str, text: impl AsRef<[u8]>) -> &Self {
-        let path = self.path(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-        self
-    }
+trait Inspect {
+    fn mtime(&self, p: &str, mtime: i64) -> &Self;
+    fn inspect(&self) -> ComponentFacts;
+}
+
+impl Inspect for Root {
     fn mtime(&self, p: &str, mtime: i64) -> &Self {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
-        std::fs::File::options()
-            .write(true)
-            .open(self.path(p))
-            .unwrap()
-            .set_modified(t)
-            .unwrap();
-        self
+        self.set_mtime(p, mtime)
     }
     fn inspect(&self) -> ComponentFacts {
-        let host = HostRoot::new(self.0.path()).unwrap();
-        let procs = ProcessTable::scan(&host);
-        inspect_at(
-            &Context {
-                host: &host,
-                procs: &procs,
-                options: &Options::default(),
-            },
-            NOW,
-        )
+        self.run(|ctx| inspect_at(ctx, NOW), true, &Options::default())
     }
 }
 

@@ -3,53 +3,36 @@ use crate::clock::rfc3339_secs as rfc3339;
 use crate::inspect::{Options, ProcessTable};
 use std::os::unix::fs::symlink;
 
-struct Root(tempfile::TempDir);
+use crate::inspect::test_root::TestRoot as Root;
 
-impl Root {
-    fn new() -> Self {
-        let r = Self(tempfile::tempdir().unwrap());
-        std::fs::create_dir_all(r.path("/run")).unwrap();
-        std::fs::create_dir_all(r.path("/var")).unwrap();
-        // As on Debian: /var/run is an absolute symlink that must resolve inside the root.
-        symlink("/run", r.path("/var/run")).unwrap();
-        r
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.0.path().join(p.trim_start_matches('/'))
-    }
-    fn write(&self, p: &str, text: impl AsRef<[u8]>) -> &Self {
-        let path = self.path(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-        self
-    }
+/// A root with `/run`, and `/var/run` an absolute symlink to it that must resolve inside the
+/// root, as on Debian.
+fn new_root() -> Root {
+    let r = Root::new();
+    std::fs::create_dir_all(r.path("/run")).unwrap();
+    std::fs::create_dir_all(r.path("/var")).unwrap();
+    symlink("/run", r.path("/var/run")).unwrap();
+    r
+}
+
+trait Inspect {
+    fn touch(&self, p: &str, mtime: i64) -> &Self;
+    fn ctime(&self, p: &str) -> i64;
+    fn inspect(&self) -> ComponentFacts;
+}
+
+impl Inspect for Root {
     fn touch(&self, p: &str, mtime: i64) -> &Self {
-        self.write(p, "");
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
-        std::fs::File::options()
-            .write(true)
-            .open(self.path(p))
-            .unwrap()
-            .set_modified(t)
-            .unwrap();
-        self
+        self.write(p, "").set_mtime(p, mtime)
     }
     fn ctime(&self, p: &str) -> i64 {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(self.path(p)).unwrap().ctime()
     }
     fn inspect(&self) -> ComponentFacts {
-        let host = HostRoot::new(self.0.path()).unwrap();
-        let procs = ProcessTable::scan(&host);
-        inspect(&Context {
-            host: &host,
-            procs: &procs,
-            options: &Options::default(),
-        })
+        self.run(inspect, true, &Options::default())
     }
 }
-
-use std::path::PathBuf;
 
 fn reason(cf: &ComponentFacts, path: &[&str]) -> String {
     crate::facts::unknown_reason(cf.get(path).unwrap())
@@ -59,7 +42,7 @@ fn reason(cf: &ComponentFacts, path: &[&str]) -> String {
 
 #[test]
 fn debian_marker_through_var_run_symlink_with_packages() {
-    let r = Root::new();
+    let r = new_root();
     r.write("/proc/sys/kernel/osrelease", "5.15.0-1061-azure\n")
         .touch("/boot/vmlinuz-5.15.0-1061-azure", 1_700_000_000)
         .write("/run/reboot-required", "*** System restart required ***\n")
@@ -102,7 +85,7 @@ fn debian_marker_through_var_run_symlink_with_packages() {
 
 #[test]
 fn newer_installed_kernel_is_a_kernel_update() {
-    let r = Root::new();
+    let r = new_root();
     r.write("/proc/sys/kernel/osrelease", "6.6.47.1-1.azl3\n")
         .touch("/lib/modules/6.6.47.1-1.azl3/modules.dep", 1_700_000_000)
         .touch("/lib/modules/6.6.57.1-2.azl3/modules.dep", 1_710_000_000)
@@ -136,7 +119,7 @@ fn newer_installed_kernel_is_a_kernel_update() {
 
 #[test]
 fn suse_marker() {
-    let r = Root::new();
+    let r = new_root();
     r.touch("/run/reboot-needed", 1_700_000_000)
         .write("/proc/sys/kernel/osrelease", "6.4.0-150600.23.25-default")
         .touch("/boot/vmlinuz-6.4.0-150600.23.25-default", 1);
@@ -153,7 +136,7 @@ fn suse_marker() {
 
 #[test]
 fn nothing_installed_or_running_known_is_unknown_not_false() {
-    let r = Root::new();
+    let r = new_root();
     let cf = r.inspect();
     assert!(reason(&cf, &["kernel", "mismatch"]).contains("osrelease: not found"));
     assert!(reason(&cf, &["required"]).contains("not found"));
@@ -169,7 +152,7 @@ fn nothing_installed_or_running_known_is_unknown_not_false() {
 
 #[test]
 fn deleted_libraries_per_process_with_exits_and_junk() {
-    let r = Root::new();
+    let r = new_root();
     r.write("/proc/sys/kernel/osrelease", "6.1.0-25-amd64")
         .touch("/boot/vmlinuz-6.1.0-25-amd64", 1)
         .write("/proc/1401/cmdline", "/usr/sbin/sshd\0-D\0")
@@ -208,7 +191,7 @@ fn deleted_libraries_per_process_with_exits_and_junk() {
 
 #[test]
 fn unreadable_maps_make_a_zero_count_unknown() {
-    let r = Root::new();
+    let r = new_root();
     r.write("/proc/1410/cmdline", "/usr/bin/x\0");
     // A FIFO where maps should be: never opened, reported with its path.
     nix::unistd::mkfifo(
@@ -247,7 +230,7 @@ fn live_host_is_read() {
 /// boot time asks for a reboot, dated by its install (change) time.
 #[test]
 fn core_libraries_replaced_since_boot() {
-    let r = Root::new();
+    let r = new_root();
     r.write("/proc/sys/kernel/osrelease", "6.6.57.1-2.azl3")
         .touch("/boot/vmlinuz-6.6.57.1-2.azl3", 1)
         .write("/usr/lib64/libc.so.6", "elf")
@@ -294,7 +277,7 @@ fn core_libraries_replaced_since_boot() {
 
 #[test]
 fn live_patch_in_transition_is_pending_without_requiring_a_reboot() {
-    let r = Root::new();
+    let r = new_root();
     r.write("/proc/sys/kernel/osrelease", "5.15.0-1061-azure")
         .touch("/boot/vmlinuz-5.15.0-1061-azure", 1);
     let cf = r.inspect();

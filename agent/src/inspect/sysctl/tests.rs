@@ -2,34 +2,19 @@ use super::*;
 use crate::inspect::{Options, ProcessTable};
 use std::os::unix::fs::symlink;
 
-/// A temporary host root with files written relative to it.
-struct Root(tempfile::TempDir);
+use crate::inspect::test_root::TestRoot as Root;
 
-impl Root {
-    fn new() -> Self {
-        Self(tempfile::tempdir().unwrap())
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.0.path().join(p.trim_start_matches('/'))
-    }
-    fn write(&self, p: &str, text: impl AsRef<[u8]>) -> &Self {
-        let path = self.path(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-        self
-    }
+trait Inspect {
+    fn inspect(&self, keys: &[&str]) -> ComponentFacts;
+}
+
+impl Inspect for Root {
     fn inspect(&self, keys: &[&str]) -> ComponentFacts {
-        let host = HostRoot::new(self.0.path()).unwrap();
         let options = Options {
             sysctl_keys: keys.iter().map(|k| (*k).to_owned()).collect(),
             ..Options::default()
         };
-        let procs = ProcessTable::default();
-        inspect(&Context {
-            host: &host,
-            procs: &procs,
-            options: &options,
-        })
+        self.run(inspect, false, &options)
     }
 }
 
