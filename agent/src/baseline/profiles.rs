@@ -31,6 +31,7 @@ const GENERIC: &[EmbeddedFile] = embed!(
     "generic/reboot.yaml",
     "generic/os.yaml",
     "generic/files.yaml",
+    "generic/health.yaml",
 );
 
 const AKS: &[EmbeddedFile] = embed!(
@@ -43,6 +44,7 @@ const AKS: &[EmbeddedFile] = embed!(
     "aks/os.yaml",
     "aks/files.yaml",
     "aks/egress.yaml",
+    "aks/health.yaml",
 );
 
 const AKS_UBUNTU: &[EmbeddedFile] = embed!("aks-ubuntu.yaml");
