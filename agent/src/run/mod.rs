@@ -97,6 +97,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         inspect: inspect::Options {
             egress_probe: config.egress.enabled,
             egress_timeout: config.egress.timeout,
+            // The DaemonSet runs in the node's network namespace (hostNetwork).
+            health_probe: true,
             ..inspect::Options::default()
         },
     })?;
