@@ -50,6 +50,9 @@ struct ProbeArgs {
     /// Contact nothing: no health probe, no egress probe.
     #[arg(long)]
     no_probe: bool,
+    /// Upper bound of each health probe (connect, request, response).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = nodedrift::config::parse_duration)]
+    health_timeout: std::time::Duration,
 }
 
 impl ProbeArgs {
@@ -149,9 +152,6 @@ enum Command {
         /// Upper bound of each egress probe stage.
         #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = nodedrift::config::parse_duration)]
         egress_timeout: std::time::Duration,
-        /// Upper bound of each health probe.
-        #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = nodedrift::config::parse_duration)]
-        health_timeout: std::time::Duration,
     },
     /// Run continuously: re-check on every change and report it (central endpoint, Node
     /// object, metrics). Settings: the config file, then NODEDRIFT_*/NODE_NAME environment
@@ -374,7 +374,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             probe,
             egress,
             egress_timeout,
-            health_timeout,
         } => {
             let probing = probe.probing(&host.host_root);
             let opts = CheckOptions {
@@ -385,7 +384,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     egress_probe: probing || egress,
                     egress_timeout,
                     health_probe: probing,
-                    health_timeout,
+                    health_timeout: probe.health_timeout,
                     ..inspect::Options::default()
                 },
                 files: check::FilesOptions {
@@ -475,6 +474,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         } => {
             let mut opts = inspect::Options {
                 health_probe: probe.probing(&host.host_root),
+                health_timeout: probe.health_timeout,
                 ..inspect::Options::default()
             };
             let host = HostRoot::new(&host.host_root)?;

@@ -13,6 +13,7 @@ mod deploy;
 mod egress;
 mod files;
 mod files_run;
+mod health;
 mod hostile;
 mod http_sink;
 
