@@ -51,7 +51,8 @@ pub struct Options {
     pub egress_timeout: Duration,
     /// Probe the components' health endpoints (kubelet, kube-proxy, node agents). The probes
     /// go out of nodedrift's own network namespace, the node's only on the live host: `run`
-    /// probes, `check` on `/` (or `--probe`); off by default.
+    /// and `check` probe when the host root is the live one (`/`, or the pod's
+    /// `NODEDRIFT_HOST_ROOT`), `check` also with `--probe`; off by default.
     pub health_probe: bool,
     /// Upper bound of one health probe (connect, request and response together).
     pub health_timeout: Duration,

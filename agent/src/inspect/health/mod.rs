@@ -18,8 +18,9 @@
 //! Probes are plain HTTP/1.1 over TCP ([`http`]), each bounded by
 //! [`Options::health_timeout`](super::Options), all at once. They go out of the network
 //! namespace nodedrift runs in, which is the node's only on the live host: they run when
-//! [`Options::health_probe`](super::Options) says so (`run` always, `check` on `/` or with
-//! `--probe`); otherwise every probe's result is unknown, [`NOT_PROBED`].
+//! [`Options::health_probe`](super::Options) says so (`run` and `check` on the live host, `/`
+//! or the pod's `NODEDRIFT_HOST_ROOT`; `check` also with `--probe`); otherwise every probe's
+//! result is unknown, [`NOT_PROBED`].
 //!
 //! Facts (component `health`): `probing`; per component (`kubelet`, `kube-proxy`,
 //! `containerd`, `nodeAgents.<name>`): `running`, `pid`, `startedAt`/`startedAtUnix` (the
