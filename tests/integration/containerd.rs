@@ -204,6 +204,18 @@ fn real_containerd_is_found_and_asked_for_its_version() {
         f["plugins"]["io.containerd.grpc.v1"]["cri"]["status"],
         json!("ok")
     );
+    // The CRI's own status: the runtime is ready; the network is not (no CNI configuration
+    // in this test's setup), with the runtime's reason.
+    let status = &f["cri"]["runtimeStatus"];
+    assert_eq!(status["RuntimeReady"]["status"], json!(true), "{status:#}");
+    assert_eq!(status["NetworkReady"]["status"], json!(false), "{status:#}");
+    assert!(
+        !status["NetworkReady"]["reason"]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "{status:#}"
+    );
     assert!(
         f["plugins"]["io.containerd.internal.v1"]
             .get("opt")
