@@ -60,6 +60,10 @@ pub const BODY_FACT: usize = 512;
 const NO_KUBE_PROXY: &str = "no kube-proxy process: down, or replaced by the CNI (e.g. Cilium's \
      kube-proxy replacement); nodedrift cannot tell which";
 
+/// Why a pod's restarts are not known here.
+const IN_A_POD: &str = "runs in a pod: its restarts are the container's restartCount (kubectl \
+     get pod), not a systemd unit's";
+
 /// USER_HZ: the unit of `/proc/<pid>/stat` starttime (100 on every Linux architecture).
 const USER_HZ: u64 = 100;
 
@@ -353,10 +357,7 @@ fn downtime(
     budget: Duration,
 ) {
     let history = match (unit, boot) {
-        (None, _) => Err(format!(
-            "{key} runs in a pod: its restarts are the container's restartCount (kubectl get \
-             pod), not a systemd unit's"
-        )),
+        (None, _) => Err(format!("{key} {IN_A_POD}")),
         (Some(_), Err(e)) => Err(format!("the boot time is unknown: {e}")),
         (Some(u), Ok(b)) => units::history(ctx.host, u, *b, budget),
     };
@@ -446,6 +447,7 @@ fn node_agents(
         Some((proc, _)) => {
             cf.set(&["nodeAgents", name, "present"], true);
             record_process(ctx, cf, &["nodeAgents", name], proc, boot);
+            cf.unknown(&["nodeAgents", name, "restartsSinceBoot"], IN_A_POD);
             let flags = super::process::parse_flags(proc.args_for(name), |_| false);
             let port = match flags.get("health-server-port") {
                 None => Ok(KONNECTIVITY_HEALTH_PORT),
@@ -479,6 +481,7 @@ fn node_agents(
         if let Some((proc, _)) = select_oldest(ctx.host, &found) {
             cf.set(&["nodeAgents", legacy, "present"], true);
             record_process(ctx, cf, &["nodeAgents", legacy], proc, boot);
+            cf.unknown(&["nodeAgents", legacy, "restartsSinceBoot"], IN_A_POD);
             present.push((legacy, false));
         }
     }
@@ -663,5 +666,83 @@ fn set_result<T: Into<Value> + Clone>(cf: &mut ComponentFacts, at: &[&str], r: &
     match r {
         Ok(v) => cf.set(at, v.clone()),
         Err(e) => cf.unknown(at, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(config: Value) -> ComponentFacts {
+        let mut cf = ComponentFacts::new("x");
+        cf.set(&["config"], config);
+        cf
+    }
+
+    #[test]
+    fn the_kubelet_healthz_address_comes_from_its_configuration() {
+        let k = facts(json!({"healthzBindAddress": "127.0.0.1", "healthzPort": 10248}));
+        assert_eq!(
+            kubelet_target(&k).unwrap(),
+            "127.0.0.1:10248".parse().unwrap()
+        );
+        let k = facts(json!({"healthzBindAddress": "0.0.0.0", "healthzPort": 12345}));
+        assert_eq!(
+            kubelet_target(&k).unwrap(),
+            "127.0.0.1:12345".parse().unwrap()
+        );
+        let k = facts(json!({"healthzBindAddress": "127.0.0.1", "healthzPort": 0}));
+        assert!(kubelet_target(&k).unwrap_err().contains("healthzPort is 0"));
+        let k = facts(json!({"healthzPort": 70000}));
+        assert!(kubelet_target(&k).unwrap_err().contains("not a port"));
+        let k = facts(crate::facts::unknown_value("config.yaml: bad YAML"));
+        assert!(kubelet_target(&k).unwrap_err().contains("bad YAML"));
+    }
+
+    #[test]
+    fn kube_proxy_addresses_come_from_its_configuration() {
+        let p = facts(json!({"healthzBindAddress": "0.0.0.0:10256", "metricsBindAddress": ""}));
+        assert_eq!(
+            bind_target(&p, "healthzBindAddress").unwrap(),
+            "127.0.0.1:10256".parse().unwrap()
+        );
+        assert!(
+            bind_target(&p, "metricsBindAddress")
+                .unwrap_err()
+                .contains("is empty")
+        );
+        let p = facts(json!({"healthzBindAddress": {"$unknown": "truncated flag"}}));
+        assert!(
+            bind_target(&p, "healthzBindAddress")
+                .unwrap_err()
+                .contains("truncated flag")
+        );
+    }
+
+    #[test]
+    fn verdicts() {
+        let ok = Ok(Ok(Response {
+            status: 200,
+            body: "ok".into(),
+            cut: false,
+        }));
+        let bad = Ok(Ok(Response {
+            status: 503,
+            body: String::new(),
+            cut: false,
+        }));
+        let missing = Ok(Ok(Response {
+            status: 404,
+            body: String::new(),
+            cut: false,
+        }));
+        let refused = Ok(Err(Failure::Connect("refused".into())));
+        let skipped: Result<Result<Response, Failure>, String> = Err(NOT_PROBED.into());
+        assert_eq!(verdict(Some(&ok)), Ok(true));
+        assert_eq!(verdict(Some(&bad)), Ok(false));
+        assert_eq!(verdict(Some(&refused)), Ok(false));
+        assert_eq!(verdict(Some(&skipped)), Err(NOT_PROBED.into()));
+        assert_eq!(verdict(Some(&missing)), Ok(false));
+        assert!(live_verdict(Some(&missing)).is_err());
     }
 }
