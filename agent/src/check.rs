@@ -173,6 +173,16 @@ pub fn choose_profile(forced: Option<&str>, facts: &Facts) -> ProfileChoice {
     }
 }
 
+/// Whether `root` is the live host, whose network namespace nodedrift shares: `/`, or the
+/// host root the pod's environment names (`NODEDRIFT_HOST_ROOT=/host`, the DaemonSet's
+/// hostNetwork pod). Probes default to on there only: on a copied tree they would reach this
+/// machine's daemons, not the node's.
+pub fn is_live_host(root: &std::path::Path, env_root: Option<&std::ffi::OsStr>) -> bool {
+    let norm = |p: &std::path::Path| p.components().collect::<PathBuf>();
+    norm(root) == std::path::Path::new("/")
+        || env_root.is_some_and(|e| !e.is_empty() && norm(std::path::Path::new(e)) == norm(root))
+}
+
 /// Runs every inspector once and evaluates the baseline.
 pub fn run(opts: &CheckOptions) -> Result<CheckReport, CheckError> {
     let started = Instant::now();
@@ -371,5 +381,26 @@ pub fn exit_code(s: &Summary) -> u8 {
         3
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_live_host;
+    use std::ffi::OsStr;
+    use std::path::Path;
+
+    #[test]
+    fn health_probe_default_is_the_live_host_only() {
+        assert!(is_live_host(Path::new("/"), None));
+        assert!(is_live_host(Path::new("//"), None));
+        assert!(is_live_host(Path::new("/host"), Some(OsStr::new("/host"))));
+        assert!(is_live_host(Path::new("/host/"), Some(OsStr::new("/host"))));
+        assert!(!is_live_host(Path::new("/tmp/tree"), None));
+        assert!(!is_live_host(
+            Path::new("/tmp/tree"),
+            Some(OsStr::new("/host"))
+        ));
+        assert!(!is_live_host(Path::new("/tmp/tree"), Some(OsStr::new(""))));
     }
 }

@@ -40,6 +40,30 @@ struct HostArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct ProbeArgs {
+    /// Probe the components' health endpoints (and, for check, the baseline's required
+    /// egress endpoints) even though the host root is not the live host. By default probes
+    /// run only on the live host: `/`, or the NODEDRIFT_HOST_ROOT of the pod. They go out of
+    /// this process's network namespace.
+    #[arg(long, conflicts_with = "no_probe")]
+    probe: bool,
+    /// Contact nothing: no health probe, no egress probe.
+    #[arg(long)]
+    no_probe: bool,
+    /// Upper bound of each health probe (connect, request, response).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = nodedrift::config::parse_duration)]
+    health_timeout: std::time::Duration,
+}
+
+impl ProbeArgs {
+    /// Whether to probe when inspecting `root`.
+    fn probing(&self, root: &std::path::Path) -> bool {
+        let live = check::is_live_host(root, std::env::var_os("NODEDRIFT_HOST_ROOT").as_deref());
+        !self.no_probe && (self.probe || live)
+    }
+}
+
+#[derive(Debug, clap::Args)]
 struct BaselineArgs {
     /// Use this embedded profile instead of detecting one from the host.
     #[arg(long, env = "NODEDRIFT_PROFILE", value_parser = clap::builder::PossibleValuesParser::new(profiles::NAMES))]
@@ -119,11 +143,13 @@ enum Command {
         state: StateArgs,
         #[command(flatten)]
         watch: WatchArgs,
-        /// Probe the baseline's required egress endpoints (DNS, TCP, verified TLS); without
-        /// it the egress inspector contacts nothing.
-        #[arg(long)]
+        #[command(flatten)]
+        probe: ProbeArgs,
+        /// Probe the egress endpoints (DNS, TCP, verified TLS) whatever the host root:
+        /// `--probe` for egress only.
+        #[arg(long, conflicts_with = "no_probe")]
         egress: bool,
-        /// Upper bound of each probe stage.
+        /// Upper bound of each egress probe stage.
         #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = nodedrift::config::parse_duration)]
         egress_timeout: std::time::Duration,
     },
@@ -160,6 +186,8 @@ enum Command {
         component: Option<String>,
         #[command(flatten)]
         host: HostArgs,
+        #[command(flatten)]
+        probe: ProbeArgs,
     },
     /// Validate or show baselines.
     #[command(subcommand)]
@@ -343,16 +371,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             color,
             state,
             watch,
+            probe,
             egress,
             egress_timeout,
         } => {
+            let probing = probe.probing(&host.host_root);
             let opts = CheckOptions {
                 host_root: host.host_root,
                 profile: baseline.profile,
                 baselines: baseline.baselines,
                 inspect: inspect::Options {
-                    egress_probe: egress,
+                    egress_probe: probing || egress,
                     egress_timeout,
+                    health_probe: probing,
+                    health_timeout: probe.health_timeout,
                     ..inspect::Options::default()
                 },
                 files: check::FilesOptions {
@@ -435,9 +467,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
         }
-        Command::Inspect { component, host } => {
+        Command::Inspect {
+            component,
+            host,
+            probe,
+        } => {
+            let mut opts = inspect::Options {
+                health_probe: probe.probing(&host.host_root),
+                health_timeout: probe.health_timeout,
+                ..inspect::Options::default()
+            };
             let host = HostRoot::new(&host.host_root)?;
-            let mut opts = inspect::Options::default();
             // Read every sysctl any embedded profile names, so the output is profile-independent.
             for p in profiles::NAMES {
                 opts.sysctl_keys.extend(Baseline::profile(p)?.sysctl_keys());

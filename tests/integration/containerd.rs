@@ -204,11 +204,52 @@ fn real_containerd_is_found_and_asked_for_its_version() {
         f["plugins"]["io.containerd.grpc.v1"]["cri"]["status"],
         json!("ok")
     );
+    // The CRI's own status: the runtime is ready; the network is not (no CNI configuration
+    // in this test's setup), with the runtime's reason.
+    let status = &f["cri"]["runtimeStatus"];
+    assert_eq!(status["RuntimeReady"]["status"], json!(true), "{status:#}");
+    assert_eq!(status["NetworkReady"]["status"], json!(false), "{status:#}");
+    assert!(
+        !status["NetworkReady"]["reason"]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "{status:#}"
+    );
     assert!(
         f["plugins"]["io.containerd.internal.v1"]
             .get("opt")
             .is_none()
     );
+}
+
+/// The health inspector on the live host sees the real daemon's process and its start time
+/// (`/proc/<pid>/stat` starttime plus the boot time); its API health is the containerd
+/// inspector's, which the test above checks.
+#[test]
+fn real_containerd_has_a_start_time_in_the_health_facts() {
+    let before = nodedrift::clock::unix_now();
+    let ctd = harness::Containerd::start();
+    let host = nodedrift::host::HostRoot::new("/").unwrap();
+    let facts =
+        nodedrift::inspect::inspect(&host, &nodedrift::inspect::Options::default(), &["health"]);
+    let f = &facts.component("health").unwrap().facts["containerd"];
+    assert_eq!(f["running"], json!(true), "{f:#}");
+    let started = f["startedAtUnix"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{f:#}"));
+    let now = nodedrift::clock::unix_now();
+    assert!(started <= now + 1, "{f:#}");
+    if f["pid"] == json!(ctd.pid()) {
+        // Ours (no older daemon on this machine): started while this test ran, to the
+        // second the tick and boot-time roundings allow.
+        assert!(
+            started >= before - 2,
+            "started {started}, test began {before}: {f:#}"
+        );
+    }
+    assert_eq!(f["down"], json!(false));
+    assert_eq!(f["downSince"], Value::Null);
 }
 
 // ---------------------------------------------------------------------------------------------

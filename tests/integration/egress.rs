@@ -1,7 +1,7 @@
-//! The egress inspector through `nodedrift check --egress` against loopback servers only: a
-//! plain TCP listener, a closed port, a listener that never answers, TLS servers with a test
-//! CA the node trusts and one it does not, and a name under `.invalid` (which never resolves,
-//! RFC 6761). The AKS profile's real endpoints are disabled by the test's baseline layer, and a
+//! The egress inspector through `nodedrift check --egress` (or `--probe`) against loopback
+//! servers only: a plain TCP listener, a closed port, a listener that never answers, TLS
+//! servers with a test CA the node trusts and one it does not, and a name under `.invalid`
+//! (which never resolves, RFC 6761). The AKS profile's real endpoints are disabled by the test's baseline layer, and a
 //! listener that is not in the list must see no connection.
 
 use std::io::Read;
@@ -229,6 +229,8 @@ fn probes_each_listed_endpoint_and_names_the_failing_stage() {
     drop(silent);
 }
 
+/// A tree that is not the live host is not probed unless asked: nothing is contacted, and
+/// the endpoints' reachability is unknown (it used to pass vacuously).
 #[test]
 fn without_the_egress_flag_nothing_is_contacted() {
     let host = util::prepared_host("aks-ubuntu-clean");
@@ -251,9 +253,50 @@ fn without_the_egress_flag_nothing_is_contacted() {
         .filter(|f| f["component"] == "egress")
         .collect();
     assert_eq!(egress.len(), 1, "{egress:#?}");
-    assert_eq!(egress[0]["status"], "pass");
-    assert_eq!(egress[0]["reason"], "no element matches");
+    assert_eq!(egress[0]["path"], "egress.endpoints.mcr.reachable");
+    assert_eq!(egress[0]["status"], "unknown");
+    assert!(
+        egress[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("not probed: probes run on the live host"),
+        "{egress:#?}"
+    );
     assert_eq!(listed.connections_before_ours(), 0);
+}
+
+#[test]
+fn probe_forces_egress_probes_and_no_probe_turns_them_off() {
+    let host = util::prepared_host("aks-ubuntu-clean");
+    let dir = tempfile::tempdir().unwrap();
+    let listed = Server::plain();
+    let layer = egress_layer(dir.path(), listed.port, "");
+    let args = |extra: &'static str| {
+        let mut v = vec![
+            "--profile".to_owned(),
+            "aks-ubuntu".to_owned(),
+            "--baseline".to_owned(),
+            layer.to_str().unwrap().to_owned(),
+        ];
+        v.push(extra.to_owned());
+        v
+    };
+    let a = args("--no-probe");
+    let (_, report) = util::check_json(
+        host.path(),
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(outcome(&report, "mcr").0, "unknown");
+    assert_eq!(listed.connections_before_ours(), 0);
+
+    let a = args("--probe");
+    let (_, report) = util::check_json(
+        host.path(),
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(outcome(&report, "mcr").0, "pass");
+    // Our first check connection, then the probe's.
+    assert_eq!(listed.connections_before_ours(), 2);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::util::nodedrift;
 
 #[allow(dead_code)]
 #[path = "../../agent/src/journal/testwriter.rs"]
-mod testwriter;
+pub(crate) mod testwriter;
 
 use testwriter::{Entry as Rec, MACHINE, unit_entry as unit};
 

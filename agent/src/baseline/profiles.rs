@@ -32,6 +32,7 @@ const GENERIC: &[EmbeddedFile] = embed!(
     "generic/os.yaml",
     "generic/patches.yaml",
     "generic/files.yaml",
+    "generic/health.yaml",
 );
 
 const AKS: &[EmbeddedFile] = embed!(
@@ -45,6 +46,7 @@ const AKS: &[EmbeddedFile] = embed!(
     "aks/patches.yaml",
     "aks/files.yaml",
     "aks/egress.yaml",
+    "aks/health.yaml",
 );
 
 const AKS_UBUNTU: &[EmbeddedFile] = embed!("aks-ubuntu.yaml");

@@ -17,7 +17,7 @@
 //! never on the partial re-checks file events and process changes trigger.
 //!
 //! Facts: `egress.probing` (bool), and per endpoint id `egress.endpoints.<id>` with `host`,
-//! `port`, `tls`, `probed`, `reachable`, `stage` (`dns`, `connect`, `timeout`, `tls`; null
+//! `port`, `tls`, `probed`, `reachable` (unknown, [`NOT_PROBED`], when probing is off), `stage` (`dns`, `connect`, `timeout`, `tls`; null
 //! when reachable), `error`, `address` (the one connected to) and `latencyMs` (the whole probe).
 //! A finding's evidence `source` says `probe failed at <stage>: <error>`.
 
@@ -37,6 +37,10 @@ use crate::host::HostRoot;
 use super::Context;
 
 pub const NAME: &str = "egress";
+
+/// The reachability of every endpoint when probing is off.
+pub const NOT_PROBED: &str = "not probed: probes run on the live host (run, or check on /; \
+     --probe or --egress forces them; the daemon's egress.enabled: false turns them off)";
 
 /// Probes running at once: enough that a list of a dozen endpoints that all time out costs a
 /// few timeouts, not a dozen.
@@ -93,7 +97,13 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
         );
     }
     cf.set(&["endpoints"], Value::Object(endpoints));
-    if !opts.egress_probe || opts.egress.is_empty() {
+    if !opts.egress_probe {
+        for e in &opts.egress {
+            cf.unknown(&["endpoints", &e.id, "reachable"], NOT_PROBED);
+        }
+        return cf;
+    }
+    if opts.egress.is_empty() {
         return cf;
     }
     let trust = if opts.egress.iter().any(|e| e.tls) {

@@ -14,6 +14,7 @@ use crate::host::HostRoot;
 pub mod cni;
 pub mod containerd;
 pub mod egress;
+pub mod health;
 pub mod kube_proxy;
 pub mod kubelet;
 pub mod os;
@@ -46,12 +47,23 @@ pub struct Options {
     pub containerd_socket: Option<std::path::PathBuf>,
     /// The baseline's required egress endpoints: the only ones the egress inspector contacts.
     pub egress: Vec<crate::baseline::EgressEndpoint>,
-    /// Probe them at all. Off by default: `check` probes with `--egress`, `run` unless the
-    /// config says `egress.enabled: false`.
+    /// Probe them at all. Off by default: `check` probes on the live host (`/`), with
+    /// `--probe` or `--egress`, never with `--no-probe`; `run` unless the config says
+    /// `egress.enabled: false`. Not probed, each endpoint's reachability is unknown.
     pub egress_probe: bool,
     /// Upper bound of each probe stage (resolve, connect, handshake).
     pub egress_timeout: Duration,
+    /// Probe the components' health endpoints (kubelet, kube-proxy, node agents). The probes
+    /// go out of nodedrift's own network namespace, the node's only on the live host: `run`
+    /// and `check` probe when the host root is the live one (`/`, or the pod's
+    /// `NODEDRIFT_HOST_ROOT`), `check` also with `--probe`; off by default.
+    pub health_probe: bool,
+    /// Upper bound of one health probe (connect, request and response together).
+    pub health_timeout: Duration,
 }
+
+/// Default [`Options::health_timeout`].
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Default [`Options::egress_timeout`].
 pub const DEFAULT_EGRESS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -65,6 +77,8 @@ impl Default for Options {
             egress: Vec::new(),
             egress_probe: false,
             egress_timeout: DEFAULT_EGRESS_TIMEOUT,
+            health_probe: false,
+            health_timeout: DEFAULT_HEALTH_TIMEOUT,
         }
     }
 }
@@ -113,6 +127,10 @@ pub const COMPONENTS: &[Component] = &[
     Component {
         name: egress::NAME,
         inspect: egress::inspect,
+    },
+    Component {
+        name: health::NAME,
+        inspect: health::inspect,
     },
 ];
 

@@ -151,11 +151,20 @@ impl Engine {
     pub fn recheck(&mut self, components: &BTreeSet<&'static str>) -> Duration {
         let started = Instant::now();
         // Egress probes reach out of the node: the full re-check only, never a partial one.
-        let list: Vec<&str> = components
+        let mut list: Vec<&str> = components
             .iter()
             .copied()
             .filter(|c| *c != inspect::egress::NAME)
             .collect();
+        // A component that restarted or changed is probed again (loopback probes only).
+        let probed = [
+            inspect::kubelet::NAME,
+            inspect::kube_proxy::NAME,
+            inspect::containerd::NAME,
+        ];
+        if list.iter().any(|c| probed.contains(c)) && !list.contains(&inspect::health::NAME) {
+            list.push(inspect::health::NAME);
+        }
         self.reinspect(&list);
         self.evaluate();
         started.elapsed()

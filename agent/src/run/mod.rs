@@ -97,6 +97,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), RunErr
         inspect: inspect::Options {
             egress_probe: config.egress.enabled,
             egress_timeout: config.egress.timeout,
+            // The DaemonSet (hostNetwork, NODEDRIFT_HOST_ROOT=/host) and the host install
+            // (`--host-root /`) share the node's network namespace: both probe. An agent run on a
+            // copied tree would probe this machine's ports instead, and does not.
+            health_probe: crate::check::is_live_host(
+                &config.host_root,
+                std::env::var_os("NODEDRIFT_HOST_ROOT").as_deref(),
+            ),
             ..inspect::Options::default()
         },
     })?;

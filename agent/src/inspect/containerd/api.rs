@@ -1,9 +1,11 @@
 //! A minimal client for containerd's gRPC API over its Unix socket.
 //!
-//! Three calls, none of which needs a namespace: `Version.Version` (the daemon's own version,
+//! Four calls, none of which needs a namespace: `Version.Version` (the daemon's own version,
 //! which is what runs, whatever the package database says), `Introspection.Plugins` (every
 //! plugin and its init error: "is the CRI plugin loaded and healthy?") and
-//! `Introspection.Server` (uuid, and from 1.7 on the daemon's pid). The messages are declared by
+//! `Introspection.Server` (uuid, and from 1.7 on the daemon's pid), and the CRI's
+//! `runtime.v1.RuntimeService/Status` (the `RuntimeReady` and `NetworkReady` conditions the
+//! kubelet reads). The messages are declared by
 //! hand from containerd's `.proto` files (fields this agent does not read are simply skipped
 //! by the decoder), so there is no code generation step.
 //!
@@ -89,7 +91,42 @@ pub struct ServerResponse {
     pub pidns: u64,
 }
 
+/// `runtime.v1.StatusRequest` (CRI).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CriStatusRequest {
+    #[prost(bool, tag = "1")]
+    pub verbose: bool,
+}
+
+/// `runtime.v1.StatusResponse` (the `info` map, field 2, not decoded: asked without verbose).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CriStatusResponse {
+    #[prost(message, optional, tag = "1")]
+    pub status: Option<CriRuntimeStatus>,
+}
+
+/// `runtime.v1.RuntimeStatus`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CriRuntimeStatus {
+    #[prost(message, repeated, tag = "1")]
+    pub conditions: Vec<CriRuntimeCondition>,
+}
+
+/// `runtime.v1.RuntimeCondition`: `RuntimeReady`, `NetworkReady`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CriRuntimeCondition {
+    #[prost(string, tag = "1")]
+    pub r#type: String,
+    #[prost(bool, tag = "2")]
+    pub status: bool,
+    #[prost(string, tag = "3")]
+    pub reason: String,
+    #[prost(string, tag = "4")]
+    pub message: String,
+}
+
 const VERSION: &str = "/containerd.services.version.v1.Version/Version";
+const CRI_STATUS: &str = "/runtime.v1.RuntimeService/Status";
 const PLUGINS: &str = "/containerd.services.introspection.v1.Introspection/Plugins";
 const SERVER: &str = "/containerd.services.introspection.v1.Introspection/Server";
 
@@ -133,6 +170,8 @@ pub struct Answers {
     pub version: Result<VersionResponse, ApiError>,
     pub plugins: Result<Vec<Plugin>, ApiError>,
     pub server: Result<ServerResponse, ApiError>,
+    /// The CRI runtime's conditions (the CRI plugin serves on the same socket).
+    pub cri_status: Result<Vec<CriRuntimeCondition>, ApiError>,
 }
 
 /// Connects to the socket `fd` (an `O_PATH` descriptor from [`HostRoot::open_path`]) and asks
@@ -172,10 +211,21 @@ pub fn query(fd: &OwnedFd, path: &str, timeout: Duration) -> Result<Answers, Api
         .map(|r| r.plugins);
         let server =
             call::<(), ServerResponse>(&mut grpc, SERVER, (), path, deadline, timeout).await;
+        let cri_status = call::<_, CriStatusResponse>(
+            &mut grpc,
+            CRI_STATUS,
+            CriStatusRequest { verbose: false },
+            path,
+            deadline,
+            timeout,
+        )
+        .await
+        .map(|r| r.status.map(|s| s.conditions).unwrap_or_default());
         Ok(Answers {
             version,
             plugins,
             server,
+            cri_status,
         })
     });
     // Dropping the runtime cancels whatever is still pending (a half-open connection).

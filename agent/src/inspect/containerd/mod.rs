@@ -9,7 +9,8 @@
 //!   `config` (the merged TOML as JSON, plugins keyed by URI, registry credentials redacted),
 //!   `configVersion`, `configMerge` (how imports were combined; see [`config`]);
 //! * `cri.{defaultRuntimeName, runtimeType, systemdCgroup, sandboxImage, snapshotter,
-//!   registry.configPath, registry.mirrors, cni.binDir, cni.confDir, disabled, plugin}` and
+//!   registry.configPath, registry.mirrors, cni.binDir, cni.confDir, disabled, plugin,
+//!   runtimeStatus.{RuntimeReady,NetworkReady}}` (the last from the CRI's Status call) and
 //!   `disabledPlugins`, the same names whatever the config version;
 //! * `grpc.address`, `socket` {path, exists, kind, mode, uid, gid};
 //! * `version`, `revision`, `api` {reachable, error, uuid, pid}, `plugins.<type>.<id>`
@@ -302,6 +303,7 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
                 cf.unknown(&[key], &reason);
             }
             cf.unknown(&["cri", "plugin"], &reason);
+            cf.unknown(&["cri", "runtimeStatus"], &reason);
             None
         }
     };
@@ -395,6 +397,7 @@ fn ask(
             cf.unknown(&[key], &reason);
         }
         cf.unknown(&["cri", "plugin"], &reason);
+        cf.unknown(&["cri", "runtimeStatus"], &reason);
     };
     let (fd, meta) = match opened {
         Ok(o) => o,
@@ -450,6 +453,7 @@ fn ask(
                     cf.unknown(&[key], &reason);
                 }
                 cf.unknown(&["cri", "plugin"], &reason);
+                cf.unknown(&["cri", "runtimeStatus"], &reason);
             } else {
                 no_answer(cf, reason);
             }
@@ -499,6 +503,29 @@ fn ask(
             cf.unknown(&["plugins"], format!("containerd API: {e}"));
             cf.unknown(&["cri", "plugin"], format!("containerd API: {e}"));
         }
+    }
+    match &answers.cri_status {
+        Ok(conditions) => {
+            let mut by_type = Map::new();
+            for c in conditions {
+                by_type.insert(
+                    c.r#type.clone(),
+                    json!({"status": c.status, "reason": c.reason, "message": c.message}),
+                );
+            }
+            // The conditions the kubelet needs: one the runtime does not report is unknown.
+            for t in ["RuntimeReady", "NetworkReady"] {
+                by_type.entry(t.to_owned()).or_insert_with(|| {
+                    unknown_value(format!("the CRI status has no {t} condition"))
+                });
+            }
+            cf.set(&["cri", "runtimeStatus"], Json::Object(by_type));
+            cf.evidence(
+                &["cri", "runtimeStatus"],
+                ev("api: runtime.v1.RuntimeService/Status"),
+            );
+        }
+        Err(e) => cf.unknown(&["cri", "runtimeStatus"], format!("CRI status: {e}")),
     }
     Some(answers)
 }
