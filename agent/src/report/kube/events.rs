@@ -21,6 +21,15 @@ pub mod reasons {
     pub const BASELINE_REJECTED: &str = "BaselineRejected";
 }
 
+/// Tokens of the Event rate limit that finding Events leave for the node's own (reboot,
+/// snapshot, baseline): a burst of findings opening at once cannot crowd out a reboot notice.
+pub(super) const NODE_EVENT_RESERVE: f64 = 2.0;
+
+/// Whether an Event with `reason` is about the node as a whole (and may use the reserve).
+pub(super) fn is_node_event(reason: &str) -> bool {
+    !matches!(reason, reasons::FINDING_OPENED | reasons::FINDING_RESOLVED)
+}
+
 /// `events.k8s.io` caps an Event's note at 1 KiB; core/v1 messages are kept to the same size so
 /// they read the same in either API.
 const MAX_EVENT_MESSAGE: usize = 1024;
@@ -177,12 +186,13 @@ impl TokenBucket {
         }
     }
 
-    /// Takes a token if one is there.
-    pub fn try_take(&mut self, now: Instant) -> bool {
+    /// Takes a token if `reserve` tokens are still there afterwards: what ordinary Events may
+    /// not use, kept for those that must get through.
+    pub fn try_take_leaving(&mut self, reserve: f64, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
         self.refilled = now;
-        if self.tokens >= 1.0 {
+        if self.tokens >= 1.0 + reserve {
             self.tokens -= 1.0;
             true
         } else {
@@ -271,17 +281,39 @@ mod tests {
     }
 
     #[test]
+    fn finding_events_leave_the_reserve_to_node_events() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, t0);
+        let findings = (0..20)
+            .filter(|_| b.try_take_leaving(NODE_EVENT_RESERVE, t0))
+            .count();
+        assert_eq!(findings, 8);
+        assert!(
+            b.try_take_leaving(0.0, t0),
+            "a reboot Event still gets through"
+        );
+        assert!(b.try_take_leaving(0.0, t0));
+        assert!(!b.try_take_leaving(0.0, t0));
+        assert!(is_node_event(reasons::REBOOT_CLEARED));
+        assert!(is_node_event(reasons::SNAPSHOT_READY));
+        assert!(!is_node_event(reasons::FINDING_OPENED));
+    }
+
+    #[test]
     fn bucket_allows_a_burst_then_refills_at_the_rate() {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(6, t0);
-        assert_eq!((0..8).filter(|_| b.try_take(t0)).count(), 6);
+        assert_eq!((0..8).filter(|_| b.try_take_leaving(0.0, t0)).count(), 6);
         // 6 a minute is one per 10 s.
-        assert!(!b.try_take(t0 + Duration::from_secs(9)));
-        assert!(b.try_take(t0 + Duration::from_secs(11)));
+        assert!(!b.try_take_leaving(0.0, t0 + Duration::from_secs(9)));
+        assert!(b.try_take_leaving(0.0, t0 + Duration::from_secs(11)));
         // Never above the burst, however long it rested.
         let later = t0 + Duration::from_secs(3600);
-        assert_eq!((0..10).filter(|_| b.try_take(later)).count(), 6);
-        assert!(!TokenBucket::new(0, t0).try_take(later));
+        assert_eq!(
+            (0..10).filter(|_| b.try_take_leaving(0.0, later)).count(),
+            6
+        );
+        assert!(!TokenBucket::new(0, t0).try_take_leaving(0.0, later));
     }
 
     #[test]

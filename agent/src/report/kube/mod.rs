@@ -1055,7 +1055,12 @@ impl KubeSink {
     /// Takes a token for `ev`, or counts it as rate limited.
     async fn admit(&self, ev: &NodeEvent) -> bool {
         let mut st = self.state.lock().await;
-        if st.bucket.try_take(Instant::now()) {
+        let reserve = if events::is_node_event(&ev.reason) {
+            0.0
+        } else {
+            events::NODE_EVENT_RESERVE.min(f64::from(self.opts.events_per_minute) - 1.0)
+        };
+        if st.bucket.try_take_leaving(reserve.max(0.0), Instant::now()) {
             if st.rate_limited_run > 0 {
                 tracing::info!(
                     dropped = st.rate_limited_run,

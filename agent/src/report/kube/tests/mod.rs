@@ -363,7 +363,7 @@ async fn reboot_annotation_is_removed_when_the_reboot_is_done() {
 async fn events_name_the_node_fold_repeats_and_are_rate_limited() {
     let server = ApiServer::start(Some(aks_node())).await;
     let mut opts = fast();
-    opts.events_per_minute = 3;
+    opts.events_per_minute = 5;
     let sink = sink(&server, opts);
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_772_000_000);
     let opened = NodeEvent::new(
@@ -372,27 +372,31 @@ async fn events_name_the_node_fold_repeats_and_are_rate_limited() {
         "high x at y".into(),
         t,
     );
+    let send = |ev: NodeEvent| async { guarded(sink.event(ev)).await.expect("event") };
 
-    assert_eq!(
-        guarded(sink.event(opened.clone())).await.expect("event"),
-        EventOutcome::Created
-    );
+    assert_eq!(send(opened.clone()).await, EventOutcome::Created);
     let repeat = NodeEvent {
         time: t + Duration::from_secs(60),
         ..opened.clone()
     };
+    assert_eq!(send(repeat).await, EventOutcome::Deduplicated);
+    let finding =
+        |m: &str| NodeEvent::new(EventType::Warning, reasons::FINDING_OPENED, m.into(), t);
+    assert_eq!(send(finding("high z at w")).await, EventOutcome::Created);
+    // Two tokens are left: finding Events may not take them...
     assert_eq!(
-        guarded(sink.event(repeat)).await.expect("event"),
-        EventOutcome::Deduplicated
+        send(finding("high q at r")).await,
+        EventOutcome::RateLimited
     );
-    let other = NodeEvent::reboot_required(&["KernelUpdate".into()], &[], t);
+    // ...the node's own Events may.
+    let required = NodeEvent::reboot_required(&["KernelUpdate".into()], &[], t);
+    assert_eq!(send(required).await, EventOutcome::Created);
     assert_eq!(
-        guarded(sink.event(other)).await.expect("event"),
+        send(NodeEvent::reboot_cleared(t)).await,
         EventOutcome::Created
     );
-    let fourth = NodeEvent::reboot_cleared(t);
     assert_eq!(
-        guarded(sink.event(fourth)).await.expect("event"),
+        send(NodeEvent::reboot_cleared(t + Duration::from_secs(1))).await,
         EventOutcome::RateLimited
     );
 
@@ -404,13 +408,15 @@ async fn events_name_the_node_fold_repeats_and_are_rate_limited() {
             (Route::CreateEvent, 201),
             (Route::PatchEvent, 200),
             (Route::CreateEvent, 201),
+            (Route::CreateEvent, 201),
+            (Route::CreateEvent, 201),
         ]
     );
-    assert_eq!(w.events.len(), 2);
+    assert_eq!(w.events.len(), 4);
     let first = w
         .events
         .values()
-        .find(|e| e["reason"] == reasons::FINDING_OPENED)
+        .find(|e| e["reason"] == reasons::FINDING_OPENED && e["message"] == "high x at y")
         .expect("opened event");
     assert_eq!(first["involvedObject"]["uid"], NODE_UID);
     assert_eq!(first["type"], "Warning");
@@ -421,7 +427,7 @@ async fn events_name_the_node_fold_repeats_and_are_rate_limited() {
     let m = sink.metrics().snapshot();
     assert_eq!(
         (m.events_sent, m.events_deduplicated, m.events_rate_limited),
-        (2, 1, 1)
+        (4, 1, 2)
     );
     server.assert_clean();
 }
