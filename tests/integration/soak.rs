@@ -129,7 +129,7 @@ fn soak_memory_and_descriptors_stay_flat_and_every_change_is_reported() {
     let mut drifted = true;
     let mut toggles = 0_usize;
     let mut kubelet_pid = 1201_u32;
-    let (mut outages, mut api_outages, mut restarts) = (0, 0, 0);
+    let (mut outages, mut api_outages, mut restarts) = (0, 0, 0_u32);
     let mut step = 0_u64;
     while Instant::now() < deadline {
         step += 1;
@@ -149,8 +149,8 @@ fn soak_memory_and_descriptors_stay_flat_and_every_change_is_reported() {
         )
         .unwrap();
         if step % 10 == 0 {
-            // The kubelet restarts: a new pid in the process table.
-            let next = kubelet_pid + 1;
+            // The kubelet restarts: a new pid in the process table (above the fixture's pids).
+            let next = 100_000 + restarts;
             std::fs::rename(
                 host.path().join(format!("proc/{kubelet_pid}")),
                 host.path().join(format!("proc/{next}")),
