@@ -61,8 +61,8 @@ const NO_KUBE_PROXY: &str = "no kube-proxy process: down, or replaced by the CNI
      kube-proxy replacement); nodedrift cannot tell which";
 
 /// Why a pod's restarts are not known here.
-const IN_A_POD: &str = "runs in a pod: its restarts are the container's restartCount (kubectl \
-     get pod), not a systemd unit's";
+const IN_A_POD: &str = "runs in a pod: its restarts are the container's restartCount (the fact \
+     restartCount, kubectl get pod), not a systemd unit's, and are not counted per boot";
 
 /// USER_HZ: the unit of `/proc/<pid>/stat` starttime (100 on every Linux architecture).
 const USER_HZ: u64 = 100;
@@ -248,6 +248,9 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
         &boot,
         budget,
     );
+    if proxy_proc.is_some() {
+        restart_count(ctx, &mut cf, &["kube-proxy"], "kube-proxy");
+    }
 
     // containerd: whether its API answers is the containerd inspector's.
     downtime(
@@ -448,6 +451,7 @@ fn node_agents(
             cf.set(&["nodeAgents", name, "present"], true);
             record_process(ctx, cf, &["nodeAgents", name], proc, boot);
             cf.unknown(&["nodeAgents", name, "restartsSinceBoot"], IN_A_POD);
+            restart_count(ctx, cf, &["nodeAgents", name], name);
             let flags = super::process::parse_flags(proc.args_for(name), |_| false);
             let port = match flags.get("health-server-port") {
                 None => Ok(KONNECTIVITY_HEALTH_PORT),
@@ -486,6 +490,79 @@ fn node_agents(
         }
     }
     present
+}
+
+/// Where the kubelet keeps containers' logs: `<namespace>_<pod>_<uid>/<container>/<N>.log`,
+/// one file per start of the container, `N` its restart count.
+const POD_LOGS: &str = "/var/log/pods";
+
+/// Pods and containers looked at in [`POD_LOGS`], at most.
+const POD_LOG_ENTRIES: usize = 4096;
+
+/// Records `restartCount` of the kube-system container `container` (the kubelet's count, as
+/// `kubectl get pod` shows it): the highest `N` of its `N.log` files in the newest pod
+/// directory that has the container. Unknown when no pod log directory has it.
+fn restart_count(ctx: &Context<'_>, cf: &mut ComponentFacts, base: &[&str], container: &str) {
+    let mut at = base.to_vec();
+    at.push("restartCount");
+    match pod_restart_count(ctx.host, container) {
+        Ok((n, dir)) => {
+            cf.set(&at, n);
+            cf.evidence(
+                &at,
+                Evidence::file(dir).with_source("the kubelet's log files, one per container start"),
+            );
+        }
+        Err(reason) => cf.unknown(&at, reason),
+    }
+}
+
+/// The restart count of `container` in kube-system and the directory it was read from.
+fn pod_restart_count(
+    host: &crate::host::HostRoot,
+    container: &str,
+) -> Result<(u64, String), String> {
+    use std::path::Path;
+    let pods = host
+        .read_dir(Path::new(POD_LOGS), POD_LOG_ENTRIES)
+        .map_err(|e| format!("the kubelet's pod logs cannot be listed: {e}"))?;
+    let mut newest: Option<(i64, String)> = None;
+    for pod in pods {
+        let Some(name) = pod.name.to_str() else {
+            continue;
+        };
+        if !name.starts_with("kube-system_") {
+            continue;
+        }
+        let dir = format!("{POD_LOGS}/{name}/{container}");
+        let Ok(meta) = host.stat(Path::new(&dir)) else {
+            continue;
+        };
+        if meta.kind == crate::host::FileKind::Directory
+            && newest.as_ref().is_none_or(|(t, _)| meta.mtime > *t)
+        {
+            newest = Some((meta.mtime, dir));
+        }
+    }
+    let Some((_, dir)) = newest else {
+        return Err(format!(
+            "no kube-system pod with a {container} container in {POD_LOGS}"
+        ));
+    };
+    let files = host
+        .read_dir(Path::new(&dir), POD_LOG_ENTRIES)
+        .map_err(|e| format!("{dir}: {e}"))?;
+    files
+        .iter()
+        .filter_map(|f| {
+            let name = f.name.to_str()?;
+            // `3.log`, and rotated `3.log.20260101-120000` (or `.gz`).
+            let (n, _) = name.split_once(".log")?;
+            n.parse::<u64>().ok()
+        })
+        .max()
+        .map(|n| (n, dir.clone()))
+        .ok_or_else(|| format!("{dir} has no <N>.log file"))
 }
 
 /// `Err` when the process is known to run in a network namespace other than the node's
@@ -677,6 +754,55 @@ mod tests {
         let mut cf = ComponentFacts::new("x");
         cf.set(&["config"], config);
         cf
+    }
+
+    #[test]
+    fn a_pods_restart_count_is_its_newest_log_file_number() {
+        let r = crate::inspect::test_root::TestRoot::new();
+        let host =
+            |r: &crate::inspect::test_root::TestRoot| crate::host::HostRoot::new(r.dir()).unwrap();
+        assert!(
+            pod_restart_count(&host(&r), "kube-proxy")
+                .unwrap_err()
+                .contains("cannot be listed")
+        );
+        let old = "/var/log/pods/kube-system_kube-proxy-aaaaa_1111/kube-proxy";
+        let new = "/var/log/pods/kube-system_kube-proxy-bbbbb_2222/kube-proxy";
+        r.write(&format!("{old}/9.log"), "")
+            .write(&format!("{new}/0.log"), "")
+            .write(&format!("{new}/2.log.20261122-101500.gz"), "")
+            .write(&format!("{new}/3.log"), "")
+            .write(&format!("{new}/notes.txt"), "")
+            .write(
+                "/var/log/pods/default_kube-proxy-ccccc_3333/kube-proxy/7.log",
+                "",
+            )
+            .write(
+                "/var/log/pods/kube-system_coredns-ddddd_4444/coredns/5.log",
+                "",
+            );
+        // The newest pod directory wins: the replaced pod's count is history.
+        let t = crate::clock::unix_now();
+        std::fs::File::open(r.path(old))
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + Duration::from_secs((t - 3600) as u64))
+            .unwrap();
+        let (n, dir) = pod_restart_count(&host(&r), "kube-proxy").unwrap();
+        assert_eq!((n, dir.as_str()), (3, new));
+        assert!(
+            pod_restart_count(&host(&r), "konnectivity-agent")
+                .unwrap_err()
+                .contains("no kube-system pod with a konnectivity-agent container")
+        );
+        r.write(
+            "/var/log/pods/kube-system_konnectivity-agent-x_5/konnectivity-agent/junk",
+            "",
+        );
+        assert!(
+            pod_restart_count(&host(&r), "konnectivity-agent")
+                .unwrap_err()
+                .contains("has no <N>.log file")
+        );
     }
 
     #[test]
