@@ -1,11 +1,15 @@
 //! The hostile host tree: every bad input the foundation must survive, built at run time
-//! (git cannot hold FIFOs, sockets, loops or 2 GB files). `check` and `inspect` must finish,
-//! name each bad path in an `unknown` reason, and never read outside the root.
+//! (git cannot hold FIFOs, device nodes, loops, paths longer than PATH_MAX or 2 GB files).
+//! `check`, `inspect` and `run` must finish (or stay up), name each bad path in an `unknown`
+//! reason, and never read outside the root. Device nodes need root: these tests fail, not
+//! skip, without it (tests/run.sh runs the suite as root).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
 use crate::util::{check_json, nodedrift, run_bounded, with_status};
 
@@ -33,6 +37,49 @@ fn link(root: &Path, rel: &str, target: &str) {
     let p = root.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     symlink(target, p).unwrap();
+}
+
+/// A character or block device node at `rel` (never opened by the agent: a `/dev/zero` copy
+/// read to the end would never end).
+fn device(root: &Path, rel: &str, kind: SFlag, major: u64, minor: u64) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    mknod(
+        &p,
+        kind,
+        Mode::from_bits_truncate(0o644),
+        makedev(major, minor),
+    )
+    .unwrap_or_else(|e| panic!("mknod {} (the hostile tests need root): {e}", p.display()));
+}
+
+/// 255-byte directory names, `levels` deep below `rel`, with a file at the bottom: the whole
+/// path is longer than PATH_MAX, so it is built with `*at` calls from directory fds. Returns
+/// the host path of the file.
+fn deep_path(root: &Path, rel: &str, levels: usize) -> PathBuf {
+    use nix::fcntl::{OFlag, openat};
+    std::fs::create_dir_all(root.join(rel)).unwrap();
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut fd = nix::fcntl::open(&root.join(rel), dir_flags, Mode::empty()).unwrap();
+    let mut host = PathBuf::from("/").join(rel);
+    for i in 0..levels {
+        let name = format!("{i:02}{}", "d".repeat(253));
+        nix::sys::stat::mkdirat(&fd, name.as_str(), Mode::from_bits_truncate(0o755)).unwrap();
+        fd = openat(&fd, name.as_str(), dir_flags, Mode::empty()).unwrap();
+        host.push(name);
+    }
+    let file = format!("{}.conf", "f".repeat(250));
+    let fd = openat(
+        &fd,
+        file.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    std::io::Write::write_all(&mut std::fs::File::from(fd), b"deep: true\n").unwrap();
+    host.push(file);
+    assert!(host.as_os_str().len() > 4096);
+    host
 }
 
 fn hostile() -> Hostile {
@@ -136,6 +183,34 @@ fn hostile() -> Hostile {
     );
     fifo(&root, "run/reboot-required.pkgs");
 
+    // Device nodes with config names: copies of /dev/zero (1:5) and /dev/urandom (1:9), whose
+    // reads never end, and a block device (loop0, 7:0) where a file is expected.
+    device(&root, "etc/sysctl.d/60-zero.conf", SFlag::S_IFCHR, 1, 5);
+    device(&root, "etc/sysctl.d/65-loop0.conf", SFlag::S_IFBLK, 7, 0);
+    device(&root, "etc/kubernetes/azure.json", SFlag::S_IFCHR, 1, 9);
+    write(
+        &root,
+        "var/lib/dpkg/status",
+        b"Package: kubelet\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.31.2\n\n",
+    );
+    device(&root, "var/log/dpkg.log", SFlag::S_IFCHR, 1, 5);
+    device(
+        &root,
+        "etc/containerd/certs.d/docker.io/hosts.toml",
+        SFlag::S_IFCHR,
+        1,
+        9,
+    );
+
+    // Long names: a 255-byte sysctl.d name, and a file below twenty 255-byte directories in a
+    // watched tree (the path is over 5 KB, beyond PATH_MAX).
+    write(
+        &root,
+        &format!("etc/sysctl.d/{}.conf", "n".repeat(250)),
+        b"net.ipv4.ip_forward = 1\n",
+    );
+    deep_path(&root, "etc/kubernetes/deep", 20);
+
     Hostile {
         _outer: outer,
         root,
@@ -199,10 +274,210 @@ fn inspect_names_every_bad_path_and_never_reads_outside() {
         "20-loop.conf",
         "30-dir.conf",
         "50-huge.conf",
+        "60-zero.conf",
+        "65-loop0.conf",
+        "block device",
     ] {
         assert!(
             sysctl.contains(needle),
             "sysctl facts do not mention {needle}: {sysctl}"
         );
+    }
+}
+
+/// Every output of a command run on a hostile tree: no panic, nothing from outside the root.
+fn assert_clean(what: &str, out: &std::process::Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
+    assert!(
+        !stdout.contains(OUTSIDE_MARKER) && !stderr.contains(OUTSIDE_MARKER),
+        "{what} read outside the root"
+    );
+}
+
+/// The unknown reasons of a report, one per line.
+fn unknown_reasons(report: &serde_json::Value) -> String {
+    with_status(report, "unknown")
+        .iter()
+        .map(|f| f["reason"].as_str().unwrap_or_default().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn hostile_device_nodes_and_long_names_are_never_read() {
+    let h = hostile();
+    let out = run_bounded(
+        nodedrift().arg("inspect").arg("--host-root").arg(&h.root),
+        60,
+    );
+    assert_clean("inspect", &out);
+    let facts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sysctl = facts["sysctl"].to_string();
+    for needle in ["60-zero.conf", "65-loop0.conf", &"n".repeat(250)] {
+        assert!(
+            sysctl.contains(needle),
+            "sysctl facts miss {needle}: {sysctl}"
+        );
+    }
+    let patches = facts["patches"].to_string();
+    assert!(
+        patches.contains("/var/log/dpkg.log") && patches.contains("character device"),
+        "the dpkg.log device is named: {patches}"
+    );
+    // File integrity over the whole tree: the deep path, the devices and FIFOs in watched
+    // directories are recorded (by type) or reported, never opened.
+    let state = tempfile::tempdir().unwrap();
+    let out = run_bounded(
+        nodedrift()
+            .args(["baseline", "capture", "--profile", "generic", "--json"])
+            .arg("--host-root")
+            .arg(&h.root)
+            .arg("--state-dir")
+            .arg(state.path()),
+        120,
+    );
+    assert_clean("baseline capture", &out);
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
+        "capture exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The file below the 5 KB path cannot be opened by its host path (ENAMETOOLONG): the
+    // capture names it instead of failing or skipping it silently.
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = summary["errors"].to_string();
+    assert!(
+        errors.contains("/etc/kubernetes/deep/00") && errors.contains("File name too long"),
+        "{errors}"
+    );
+    let (code, report) = check_json(
+        &h.root,
+        &[
+            "--profile",
+            "generic",
+            "--state-dir",
+            state.path().to_str().unwrap(),
+        ],
+    );
+    assert!(code == 1 || code == 3, "exit {code}: {report:#}");
+    assert!(!report.to_string().contains(OUTSIDE_MARKER));
+    assert_eq!(
+        report["fileIntegrity"]["state"], "verified",
+        "{:#}",
+        report["fileIntegrity"]
+    );
+}
+
+#[test]
+fn hostile_permission_denied_subtrees_are_unknown_naming_the_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = hostile();
+    let perm = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // The tree is readable by nobody, except two root-owned 0700 subtrees.
+    perm(h.root.parent().unwrap(), 0o755);
+    perm(&h.root, 0o755);
+    perm(&h.root.join("var/lib/kubelet"), 0o700);
+    perm(&h.root.join("etc/containerd"), 0o700);
+    let mut cmd = std::process::Command::new("setpriv");
+    crate::util::clean_env(&mut cmd)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_nodedrift"),
+            "check",
+            "--format",
+            "json",
+            "--profile",
+            "generic",
+            "--host-root",
+        ])
+        .arg(&h.root);
+    let out = run_bounded(&mut cmd, 120);
+    assert_clean("check as nobody", &out);
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(1 | 3)),
+        "exit {code:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = unknown_reasons(&report);
+    for needle in [
+        "/var/lib/kubelet/config.yaml: permission denied",
+        "/etc/containerd/config.toml: permission denied",
+    ] {
+        assert!(all.contains(needle), "no unknown says {needle:?}:\n{all}");
+    }
+}
+
+/// `check` on a tree whose sysctl.d holds a million entries: bounded by the listing cap, in
+/// time and memory. Prints the wall time and peak RSS (the README quotes them).
+#[test]
+fn hostile_million_entry_directory_is_bounded() {
+    let outer = tempfile::tempdir().unwrap();
+    let root = outer.path().join("host");
+    write(&root, "proc/sys/net/ipv4/ip_forward", b"1\n");
+    let dir = root.join("etc/sysctl.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..1_000_000u32 {
+        std::fs::File::create(dir.join(format!("{i:07}.conf"))).unwrap();
+    }
+    let time = Path::new("/usr/bin/time");
+    let mut cmd = if time.exists() {
+        let mut c = std::process::Command::new(time);
+        crate::util::clean_env(&mut c).args(["-v", env!("CARGO_BIN_EXE_nodedrift")]);
+        c
+    } else {
+        nodedrift()
+    };
+    cmd.args([
+        "check",
+        "--format",
+        "json",
+        "--profile",
+        "aks-ubuntu",
+        "--host-root",
+    ])
+    .arg(&root);
+    let started = std::time::Instant::now();
+    let out = run_bounded(&mut cmd, 240);
+    let wall = started.elapsed();
+    assert_clean("check", &out);
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(1 | 3)),
+        "exit {code:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = unknown_reasons(&report);
+    assert!(
+        all.contains("/etc/sysctl.d: more than"),
+        "the cap names the directory: {all}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let rss_kib: Option<u64> = stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok());
+    eprintln!(
+        "figures: check on a 1,000,000-entry /etc/sysctl.d: wall {:.2} s, peak RSS {}",
+        wall.as_secs_f64(),
+        rss_kib.map_or("unmeasured (no /usr/bin/time)".into(), |k| format!(
+            "{} MiB",
+            k / 1024
+        ))
+    );
+    if let Some(k) = rss_kib {
+        assert!(k < 512 * 1024, "peak RSS {k} KiB");
     }
 }
