@@ -8,9 +8,12 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
+use crate::run::Agent;
 use crate::util::{check_json, nodedrift, run_bounded, with_status};
 
 /// Planted outside the root; no output may ever contain it.
@@ -369,6 +372,116 @@ fn hostile_device_nodes_and_long_names_are_never_read() {
         "{:#}",
         report["fileIntegrity"]
     );
+}
+
+/// Appends to a file until it is larger than the agent's 4 MiB read limit, truncates it,
+/// and again, until `stop`.
+fn grow(path: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = "net.ipv4.ip_forward = 1\n".repeat(1024);
+        let mut rounds = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            while f.metadata().unwrap().len() < 6 << 20 && !stop.load(Ordering::Relaxed) {
+                f.write_all(chunk.as_bytes()).unwrap();
+            }
+            f.set_len(0).unwrap();
+            rounds += 1;
+        }
+        rounds
+    })
+}
+
+/// Deletes and recreates each of `paths` (write a temporary file, rename it over the path,
+/// remove it) until `stop`.
+fn churn(paths: Vec<PathBuf>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut rounds = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            for p in &paths {
+                let tmp = p.with_extension("tmp~");
+                std::fs::write(&tmp, format!("net.ipv4.ip_forward = {}\n", rounds % 2)).unwrap();
+                std::fs::rename(&tmp, p).unwrap();
+                std::thread::yield_now();
+                std::fs::remove_file(p).unwrap();
+            }
+            rounds += 1;
+        }
+        rounds
+    })
+}
+
+#[test]
+fn hostile_files_that_grow_or_vanish_while_read() {
+    let h = hostile();
+    let stop = Arc::new(AtomicBool::new(false));
+    let growing = [
+        h.root.join("etc/sysctl.d/80-grow.conf"),
+        h.root.join("var/log/apt/history.log"),
+    ];
+    std::fs::create_dir_all(h.root.join("var/log/apt")).unwrap();
+    let mut threads: Vec<_> = growing
+        .iter()
+        .map(|p| grow(p.clone(), stop.clone()))
+        .collect();
+    threads.push(churn(
+        vec![
+            h.root.join("etc/sysctl.d/90-vanish.conf"),
+            h.root.join("etc/kubernetes/manifests/etcd.yaml"),
+            h.root.join("etc/os-release"),
+        ],
+        {
+            std::fs::create_dir_all(h.root.join("etc/kubernetes/manifests")).unwrap();
+            stop.clone()
+        },
+    ));
+    for i in 0..5 {
+        let out = run_bounded(
+            nodedrift()
+                .args(["check", "--format", "json", "--profile", "generic"])
+                .arg("--host-root")
+                .arg(&h.root),
+            120,
+        );
+        assert_clean("check", &out);
+        let code = out.status.code();
+        assert!(matches!(code, Some(1 | 3)), "check {i}: exit {code:?}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(!with_status(&report, "unknown").is_empty(), "{report:#}");
+        // The growing file is read (a value) or named as unknown (too large, changed).
+        let out = run_bounded(
+            nodedrift()
+                .args(["inspect", "sysctl", "--host-root"])
+                .arg(&h.root),
+            60,
+        );
+        assert_clean("inspect", &out);
+        assert_eq!(out.status.code(), Some(0));
+        let sysctl = String::from_utf8_lossy(&out.stdout);
+        assert!(sysctl.contains("80-grow.conf"), "{sysctl}");
+    }
+    // The agent, with the writers still at it (every change is a realtime event).
+    let agent = Agent::start(&h.root, &["--profile", "generic"], &[]);
+    agent.wait_ready();
+    for _ in 0..20 {
+        assert_eq!(agent.get("/healthz").0, 200);
+        let (status, body) = agent.get("/metrics");
+        assert_eq!(status, 200);
+        assert!(body.contains("nodedrift_rule_status{"), "{body}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    eprintln!("writer rounds: {rounds:?}");
+    let log = agent.log.lock().unwrap().clone();
+    assert_eq!(agent.terminate(), Some(0));
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains(OUTSIDE_MARKER), "read outside the root");
 }
 
 #[test]
