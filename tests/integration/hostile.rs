@@ -485,6 +485,58 @@ fn hostile_files_that_grow_or_vanish_while_read() {
 }
 
 #[test]
+fn hostile_tree_under_run_with_mutations_in_watched_directories() {
+    let h = hostile();
+    let outside = h.root.parent().unwrap().join("outside");
+    let agent = Agent::start(&h.root, &["--profile", "generic"], &[]);
+    agent.wait_ready();
+    let m = agent.wait_metrics("findings", |m| m.contains("status=\"unknown\"} 1"));
+    assert!(!m.contains(OUTSIDE_MARKER), "read outside the root: {m}");
+    // Hostile changes while it runs, in watched directories.
+    fifo(&h.root, "etc/kubernetes/new-fifo.yaml");
+    link(&h.root, "etc/kubernetes/loop.yaml", "loop.yaml");
+    link(
+        &h.root,
+        "etc/kubernetes/escape.yaml",
+        outside.join("config.yaml").to_str().unwrap(),
+    );
+    device(&h.root, "etc/kubernetes/zero.yaml", SFlag::S_IFCHR, 1, 5);
+    device(&h.root, "etc/sysctl.d/99-zero.conf", SFlag::S_IFCHR, 1, 5);
+    deep_path(&h.root, "etc/kubernetes/deeper", 24);
+    // A watched directory replaced by a symlink to outside the root.
+    std::fs::rename(
+        h.root.join("etc/containerd"),
+        h.root.join("containerd-moved"),
+    )
+    .unwrap();
+    symlink(&outside, h.root.join("etc/containerd")).unwrap();
+    std::fs::remove_dir_all(h.root.join("etc/kubernetes/deep")).unwrap();
+    // Each change is a realtime event and a re-check; the agent stays up through them.
+    let before = agent.wait_metrics("the changes found", |m| {
+        m.lines()
+            .filter(|l| l.starts_with("nodedrift_files_changed"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .any(|n| n > 0.0)
+    });
+    for _ in 0..30 {
+        assert_eq!(agent.get("/healthz").0, 200);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (status, after) = agent.get("/metrics");
+    assert_eq!(status, 200);
+    for text in [&before, &after] {
+        assert!(!text.contains(OUTSIDE_MARKER), "read outside the root");
+    }
+    let log = agent.log.lock().unwrap().clone();
+    assert_eq!(agent.terminate(), Some(0));
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        !log.contains(OUTSIDE_MARKER),
+        "read outside the root: {log}"
+    );
+}
+
+#[test]
 fn hostile_permission_denied_subtrees_are_unknown_naming_the_path() {
     use std::os::unix::fs::PermissionsExt;
     let h = hostile();
