@@ -646,3 +646,46 @@ fn hostile_million_entry_directory_is_bounded() {
         assert!(k < 512 * 1024, "peak RSS {k} KiB");
     }
 }
+
+/// Past the walk's entry limit (a million by default; ten here), the `unknown` finding is the
+/// one of the set governing the directory the walk stopped in, and names that directory.
+#[test]
+fn hostile_entry_limit_names_the_directory_the_walk_stopped_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "etc/kubernetes/admin.conf", b"x: 1\n");
+    for i in 0..30 {
+        write(tmp.path(), &format!("etc/sysctl.d/{i:02}.conf"), b"");
+    }
+    let host = nodedrift::host::HostRoot::new(tmp.path()).unwrap();
+    let mut spec = nodedrift::check::load_baseline("generic", &[])
+        .unwrap()
+        .watch_spec();
+    spec.limits.max_entries = 10;
+    let w = nodedrift::files::scan::walk(&host, &spec, None);
+    assert!(w.truncated);
+    let at = w.truncated_at.clone().expect("where the walk stopped");
+    assert!(at.starts_with("/etc/sysctl.d"), "{}", at.display());
+    let v = nodedrift::files::Verification {
+        truncated: true,
+        truncated_at: w.truncated_at,
+        ..Default::default()
+    };
+    let found = nodedrift::files::findings(
+        &spec,
+        &v,
+        None,
+        None,
+        &nodedrift::files::unattributed_oneshot,
+    );
+    let unknown: Vec<_> = found
+        .iter()
+        .filter(|f| f.status == nodedrift::finding::Status::Unknown)
+        .collect();
+    assert_eq!(unknown.len(), 1, "{unknown:#?}");
+    assert!(unknown[0].rule.contains("kernel-tuning"), "{unknown:#?}");
+    let reason = unknown[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("more than 10 entries") && reason.contains("in /etc/sysctl.d"),
+        "{reason}"
+    );
+}

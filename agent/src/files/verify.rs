@@ -81,6 +81,8 @@ pub struct Verification {
     pub dirs: Vec<PathBuf>,
     pub missing_roots: Vec<PathBuf>,
     pub truncated: bool,
+    /// The first entry the limit left out.
+    pub truncated_at: Option<PathBuf>,
     /// Set when the store's watch-set fingerprint differs from the spec's.
     pub spec_changed: bool,
 }
@@ -288,6 +290,7 @@ pub fn verify(
     out.dirs = walk.dirs;
     out.missing_roots = walk.missing_roots;
     out.truncated = walk.truncated;
+    out.truncated_at = walk.truncated_at;
     Ok(out)
 }
 
