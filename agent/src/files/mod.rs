@@ -182,7 +182,10 @@ pub fn capture(
                 }
                 if e.meta.kind == FileKind::File && e.hashed_at == now {
                     report.hashed += 1;
-                    report.hashed_bytes += e.meta.size;
+                    // Bytes actually read: files over the hashing cap, or unreadable, are not.
+                    if matches!(e.digest, entry::Digest::Sha256(_)) {
+                        report.hashed_bytes += e.meta.size;
+                    }
                 }
                 match &e.digest {
                     entry::Digest::TooLarge => {
