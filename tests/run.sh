@@ -27,6 +27,9 @@ command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # The clock-jump fault test preloads libfaketime into the agent.
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
+# The hostile-tree tests measure peak memory with GNU time and drop privileges with setpriv.
+[ -x /usr/bin/time ] || missing+=(time)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]} (needed by the deployment checks and fault tests)" >&2
   if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi

@@ -182,7 +182,10 @@ pub fn capture(
                 }
                 if e.meta.kind == FileKind::File && e.hashed_at == now {
                     report.hashed += 1;
-                    report.hashed_bytes += e.meta.size;
+                    // Bytes actually read: files over the hashing cap, or unreadable, are not.
+                    if matches!(e.digest, entry::Digest::Sha256(_)) {
+                        report.hashed_bytes += e.meta.size;
+                    }
                 }
                 match &e.digest {
                     entry::Digest::TooLarge => {
@@ -444,11 +447,20 @@ pub fn findings(
         });
     }
     if v.truncated {
-        let set = spec
-            .sets
-            .iter()
-            .position(|s| s.preset != Preset::Ignore)
+        // The set governing the first entry left out (whose directory the reason names), else
+        // the first set reported.
+        let set = v
+            .truncated_at
+            .as_deref()
+            .and_then(|p| spec.govern(p))
+            .or_else(|| spec.sets.iter().position(|s| s.preset != Preset::Ignore))
             .unwrap_or(0);
+        let stopped = v
+            .truncated_at
+            .as_deref()
+            .and_then(Path::parent)
+            .map(|d| format!(" in {}", crate::host::display(d)))
+            .unwrap_or_default();
         if let Some(s) = spec.sets.get(set) {
             unknown[set] = true;
             out.push(Finding {
@@ -461,7 +473,7 @@ pub fn findings(
                 expected: json!({"entriesAtMost": spec.limits.max_entries}),
                 actual: Value::Null,
                 reason: Some(format!(
-                    "the watched trees hold more than {} entries; the walk stopped there and removals are not reported",
+                    "the watched trees hold more than {} entries; the walk stopped there{stopped} and removals are not reported",
                     spec.limits.max_entries
                 )),
                 evidence: Evidence::default(),

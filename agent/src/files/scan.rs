@@ -49,6 +49,8 @@ pub struct Walk {
     pub missing_roots: Vec<PathBuf>,
     /// Set when `max_entries` stopped the walk.
     pub truncated: bool,
+    /// The first entry the limit left out.
+    pub truncated_at: Option<PathBuf>,
     /// Entries handed out.
     pub count: usize,
 }
@@ -329,6 +331,7 @@ fn push_entry(
 ) {
     if w.count >= spec.limits.max_entries {
         w.truncated = true;
+        w.truncated_at.get_or_insert(path);
         return;
     }
     w.count += 1;

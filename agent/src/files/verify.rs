@@ -81,6 +81,8 @@ pub struct Verification {
     pub dirs: Vec<PathBuf>,
     pub missing_roots: Vec<PathBuf>,
     pub truncated: bool,
+    /// The first entry the limit left out.
+    pub truncated_at: Option<PathBuf>,
     /// Set when the store's watch-set fingerprint differs from the spec's.
     pub spec_changed: bool,
 }
@@ -203,7 +205,6 @@ pub fn verify(
         rest.push((set, old));
     }
     let which: Vec<usize> = (0..currents.len()).collect();
-    let hashed_bytes: u64 = currents.iter().map(|e| e.meta.size).sum();
     let budget = (opts.bytes_per_sec > 0).then(|| scan::Budget::new(opts.bytes_per_sec));
     let want_xattrs = spec.sets.iter().any(|s| s.attributes.has(Attr::Xattrs));
     scan::hash(
@@ -219,6 +220,12 @@ pub fn verify(
         budget.as_ref(),
         None,
     );
+    // Bytes actually read: files over the hashing cap, or unreadable, are not.
+    let hashed_bytes: u64 = currents
+        .iter()
+        .filter(|e| matches!(e.digest, Digest::Sha256(_)))
+        .map(|e| e.meta.size)
+        .sum();
     let now = crate::clock::unix_now();
     let mut out = Verification {
         store: Some(info.clone()),
@@ -288,6 +295,7 @@ pub fn verify(
     out.dirs = walk.dirs;
     out.missing_roots = walk.missing_roots;
     out.truncated = walk.truncated;
+    out.truncated_at = walk.truncated_at;
     Ok(out)
 }
 

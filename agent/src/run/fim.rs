@@ -341,6 +341,9 @@ pub struct FimWatcher {
     watcher: notify::RecommendedWatcher,
     root: PathBuf,
     watched: BTreeSet<PathBuf>,
+    /// Directories inotify refused (a path beyond PATH_MAX, the watch limit): retried on every
+    /// update, warned about once.
+    unwatchable: BTreeSet<PathBuf>,
 }
 
 impl fmt::Debug for FimWatcher {
@@ -413,6 +416,7 @@ impl FimWatcher {
             watcher,
             root: root.to_path_buf(),
             watched: BTreeSet::new(),
+            unwatchable: BTreeSet::new(),
         })
     }
 
@@ -423,6 +427,7 @@ impl FimWatcher {
             .map(|d| self.root.join(d.strip_prefix("/").unwrap_or(d)))
             .collect();
         wanted.insert(state_dir.to_path_buf());
+        self.unwatchable.retain(|d| wanted.contains(d));
         for gone in self
             .watched
             .difference(&wanted)
@@ -442,10 +447,14 @@ impl FimWatcher {
                 .watch(&dir, notify::RecursiveMode::NonRecursive)
             {
                 Ok(()) => {
+                    self.unwatchable.remove(&dir);
                     self.watched.insert(dir);
                 }
                 Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "Cannot watch a directory: its changes are found by the periodic re-verification only.")
+                    if !self.unwatchable.contains(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "Cannot watch a directory: its changes are found by the periodic re-verification only.");
+                        self.unwatchable.insert(dir);
+                    }
                 }
             }
         }
