@@ -160,7 +160,9 @@ fn soak_memory_and_descriptors_stay_flat_and_every_change_is_reported() {
             restarts += 1;
         }
         if step % 15 == 0 {
-            receiver.push_faults(std::iter::repeat_n(Fault::Status(503, "soak outage"), 20));
+            // A short outage: three refused batches (the sink's backoff then stays at seconds;
+            // longer runs of failures back off towards its 5-minute cap).
+            receiver.push_faults(std::iter::repeat_n(Fault::Status(503, "soak outage"), 3));
             outages += 1;
         }
         if step % 25 == 0 {
@@ -173,7 +175,8 @@ fn soak_memory_and_descriptors_stay_flat_and_every_change_is_reported() {
         samples.push(sample(pid, start));
     }
     receiver.clear_faults();
-    crate::util::wait_until("every change delivered", Duration::from_secs(120), || {
+    // Up to the sink's backoff cap (5 min) after the last refusal, and then some.
+    crate::util::wait_until("every change delivered", Duration::from_secs(420), || {
         transitions(&receiver, PORT_SUBJECT).len() > toggles
     });
     agent.wait_metrics("an empty outbox", |m| {
