@@ -40,6 +40,7 @@ mod version;
 
 /// The systemd unit of a `/proc/<pid>/cgroup` text (its last `.service`, else `.scope`).
 pub(crate) use maps::unit as cgroup_unit;
+pub(crate) use maps::deleted_libraries as maps_deleted_libraries;
 
 use std::collections::BTreeMap;
 use std::path::Path;
