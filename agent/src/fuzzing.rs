@@ -423,8 +423,9 @@ pub fn redact(data: &[u8]) {
         "{context}\n-----BEGIN PRIVATE KEY-----\n{PLANTED_KEY}\n-----END PRIVATE KEY-----\n"
     );
     let out = crate::redact::text(&planted);
+    // The context may hold the key's text itself (not as a key): that copy may stay.
     assert!(
-        !out.contains(PLANTED_KEY),
+        out.matches(PLANTED_KEY).count() <= context.matches(PLANTED_KEY).count(),
         "the private key survived redaction after {context:?}: {out:?}"
     );
 }
