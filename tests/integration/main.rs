@@ -13,6 +13,7 @@ mod deploy;
 mod egress;
 mod files;
 mod files_run;
+mod fuzz_regressions;
 mod hostile;
 mod http_sink;
 
