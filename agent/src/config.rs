@@ -934,10 +934,13 @@ fn parse_jitter(s: &str) -> Result<Jitter, String> {
 }
 
 /// The shortest `h`/`m`/`s` form of a duration (`5m`, `1h30m`), or `ms` when it has a
-/// fraction of a second (`1500ms`).
+/// fraction of a second (`1500ms`). What [`parse_duration`] reads back: milliseconds beyond
+/// `u64` (parts are `u64`) are written as the `h`/`m`/`s` form followed by the milliseconds.
 pub fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() != 0 {
-        return format!("{}ms", d.as_millis());
+        if let Ok(ms) = u64::try_from(d.as_millis()) {
+            return format!("{ms}ms");
+        }
     }
     let s = d.as_secs();
     if s == 0 {
@@ -948,6 +951,9 @@ pub fn format_duration(d: Duration) -> String {
         if n > 0 {
             out.push_str(&format!("{n}{unit}"));
         }
+    }
+    if d.subsec_nanos() != 0 {
+        out.push_str(&format!("{}ms", d.subsec_millis()));
     }
     out
 }

@@ -11,6 +11,8 @@ pub mod config;
 pub mod facts;
 pub mod files;
 pub mod finding;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod inspect;
 pub mod journal;

@@ -14,6 +14,7 @@ mod egress;
 mod faults;
 mod files;
 mod files_run;
+mod fuzz_regressions;
 mod health;
 mod hostile;
 mod http_sink;

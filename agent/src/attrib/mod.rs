@@ -36,8 +36,8 @@
 //! Paths are the agent's view (`/host/etc/kubernetes` in a DaemonSet): `set_dirs`, `lookup`
 //! and the recorded paths all use that namespace, spelled the same way.
 
-mod event;
-mod procinfo;
+pub(crate) mod event;
+pub(crate) mod procinfo;
 pub mod sessions;
 #[cfg(test)]
 mod tests;

@@ -192,13 +192,13 @@ impl ProcDir {
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Status {
+pub(crate) struct Status {
     uid: Option<u32>,
     ppid: Option<i32>,
     zombie: bool,
 }
 
-fn parse_status(text: &str) -> Status {
+pub(crate) fn parse_status(text: &str) -> Status {
     let mut st = Status::default();
     for line in text.lines() {
         let Some((key, value)) = line.split_once(':') else {

@@ -271,6 +271,21 @@ fn parse_duration_forms() {
     }
 }
 
+/// Milliseconds beyond `u64` (durations near `Duration::MAX`) used to be written as one `ms`
+/// part, which `parse_duration` (u64 parts) refused; found by the `values` fuzz target.
+#[test]
+fn format_duration_reads_back_beyond_u64_millis() {
+    for d in [
+        Duration::new(u64::MAX, 999_000_000),
+        Duration::new(720_000_000_108_079_001, 724_000_000),
+        Duration::from_millis(u64::MAX),
+    ] {
+        let text = format_duration(d);
+        assert_eq!(parse_duration(&text), Ok(d), "{text}");
+    }
+    assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+}
+
 #[test]
 fn bad_urls_are_rejected() {
     for (url, why) in [

@@ -275,11 +275,14 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
     );
 
     let mut merged = Merged::default();
-    let defaults = parse_document(DEFAULTS).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "the embedded kube-proxy defaults do not parse");
-        Map::new()
+    static PARSED: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    let defaults = PARSED.get_or_init(|| {
+        parse_document(DEFAULTS).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the embedded kube-proxy defaults do not parse");
+            Map::new()
+        })
     });
-    merged.overlay(&defaults, &Source::Default, &[]);
+    merged.overlay(defaults, &Source::Default, &[]);
     let config_arg = flags.get("config");
     if let Some(arg) = config_arg {
         let loaded = if suspect.as_deref() == Some("config") {
@@ -319,7 +322,7 @@ pub fn inspect(ctx: &Context<'_>) -> ComponentFacts {
                     &Source::Config(display(&pp.process_path)),
                     &["featureGates", "nodePortAddresses"],
                 );
-                merged.default_zero_values(&defaults, ZERO_MEANS_UNSET);
+                merged.default_zero_values(defaults, ZERO_MEANS_UNSET);
             }
             Err(reason) => {
                 for k in ["configFile", "config", "effectiveMode", "files"] {

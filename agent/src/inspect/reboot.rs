@@ -38,6 +38,7 @@ mod maps;
 mod summary;
 mod version;
 
+pub(crate) use maps::deleted_libraries as maps_deleted_libraries;
 /// The systemd unit of a `/proc/<pid>/cgroup` text (its last `.service`, else `.scope`).
 pub(crate) use maps::unit as cgroup_unit;
 

@@ -87,7 +87,7 @@ pub struct OutboxStats {
 /// One queued event as stored.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Queued {
+pub(crate) struct Queued {
     pub(super) enqueued_at: i64,
     pub(super) event: CloudEvent,
 }

@@ -62,7 +62,7 @@ mod collect;
 mod copies;
 mod logs;
 mod output;
-mod procs;
+pub(crate) mod procs;
 mod verify;
 
 pub use bundle::{EntryRecord, ErrorRecord, Trimmed};

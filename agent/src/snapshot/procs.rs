@@ -77,7 +77,7 @@ fn btime(host: &HostRoot) -> Option<i64> {
 
 /// The fields of `/proc/<pid>/stat` after the command name: (state, ppid, threads,
 /// starttime in ticks).
-fn parse_stat(text: &str) -> Option<(String, u32, Option<u64>, Option<u64>)> {
+pub(crate) fn parse_stat(text: &str) -> Option<(String, u32, Option<u64>, Option<u64>)> {
     let rest = &text[text.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some((
@@ -88,7 +88,7 @@ fn parse_stat(text: &str) -> Option<(String, u32, Option<u64>, Option<u64>)> {
     ))
 }
 
-fn parse_status(text: &str) -> (Option<u32>, Option<u32>, Option<u32>) {
+pub(crate) fn parse_status(text: &str) -> (Option<u32>, Option<u32>, Option<u32>) {
     let (mut uid, mut gid, mut ppid) = (None, None, None);
     for line in text.lines() {
         let Some((k, v)) = line.split_once(':') else {
@@ -270,7 +270,7 @@ pub(super) fn processes(
 /// One socket.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Socket {
+pub(crate) struct Socket {
     proto: &'static str,
     state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -325,7 +325,7 @@ fn addr(s: &str, v6: bool) -> Option<String> {
 }
 
 /// Parses `/proc/net/{tcp,tcp6,udp,udp6}`: the listening/unconnected and established ones.
-fn parse_inet(text: &str, proto: &'static str) -> Vec<Socket> {
+pub(crate) fn parse_inet(text: &str, proto: &'static str) -> Vec<Socket> {
     let v6 = proto.ends_with('6');
     let state_of = if proto.starts_with("tcp") {
         tcp_state
@@ -353,7 +353,7 @@ fn parse_inet(text: &str, proto: &'static str) -> Vec<Socket> {
 }
 
 /// Parses `/proc/net/unix`: listening sockets, and connected ones bound to a path.
-fn parse_unix(text: &str) -> Vec<Socket> {
+pub(crate) fn parse_unix(text: &str) -> Vec<Socket> {
     const ACCEPTCON: u32 = 0x10000;
     text.lines()
         .skip(1)

@@ -71,12 +71,17 @@ pub(crate) const ZERO_MEANS_UNSET: &[&str] = &[
 /// The defaults document, compiled in.
 const V1BETA1: &str = include_str!("defaults_v1beta1.yaml");
 
-/// v1beta1 defaults for the modeled fields.
+/// v1beta1 defaults for the modeled fields (parsed once per process).
 pub(crate) fn v1beta1() -> Map<String, Value> {
-    super::support::parse_document(V1BETA1).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "the embedded kubelet defaults do not parse; defaults are not applied");
-        Map::new()
-    })
+    static DEFAULTS: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    DEFAULTS
+        .get_or_init(|| {
+            super::support::parse_document(V1BETA1).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the embedded kubelet defaults do not parse; defaults are not applied");
+                Map::new()
+            })
+        })
+        .clone()
 }
 
 /// The fields `applyLegacyDefaults` overrides when no `--config` is given.

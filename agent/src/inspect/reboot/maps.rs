@@ -26,7 +26,7 @@ const NOT_SCANNED_LISTED: usize = 20;
 const DELETED_SUFFIX: &str = " (deleted)";
 
 /// The deleted shared libraries named in a maps text, and how many lines were not maps lines.
-pub(super) fn deleted_libraries(maps: &str) -> (BTreeSet<String>, usize) {
+pub(crate) fn deleted_libraries(maps: &str) -> (BTreeSet<String>, usize) {
     let mut libs = BTreeSet::new();
     let mut junk = 0;
     for line in maps.lines() {

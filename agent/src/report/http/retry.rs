@@ -81,7 +81,11 @@ fn parse_http_date(s: &str) -> Option<i64> {
             let yy: i64 = parts.next()?.parse().ok()?;
             // Two-digit years: RFC 9110 says to read one more than 50 years ahead as the past
             // century; for a retry hint, 70..99 as 19xx and the rest as 20xx is that rule.
-            let year = if yy < 70 { 2000 + yy } else { 1900 + yy };
+            let year = match yy {
+                0..=69 => 2000 + yy,
+                70..=99 => 1900 + yy,
+                _ => yy,
+            };
             (day, month, year, *time)
         }
         [_wkday, month, day, time, year] => (day.parse().ok()?, *month, year.parse().ok()?, *time),
@@ -104,7 +108,15 @@ fn parse_http_date(s: &str) -> Option<i64> {
     };
     let mut hms = time.split(':').map(|p| p.parse::<i64>().ok());
     let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+    // Years and times out of range would overflow the arithmetic below (HTTP-dates have
+    // four-digit years).
+    if hms.next().is_some()
+        || !(0..=9999).contains(&year)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&m)
+        || !(0..=60).contains(&sec)
+    {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
@@ -173,6 +185,23 @@ mod tests {
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(parse_retry_after("1.5", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    /// Years or times far out of range overflowed the day arithmetic (a panic with overflow
+    /// checks, a wrapped wait without).
+    #[test]
+    fn retry_after_dates_out_of_range_are_not_dates() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+        for v in [
+            "Sun, 06 Nov 99999999999999999 08:49:37 GMT",
+            "Sun, 06 Nov -9223372036854775808 08:49:37 GMT",
+            "Sunday, 06-Nov-9223372036854775807 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 99999999999999999",
+            "Sun, 06 Nov 1994 -9223372036854775808:49:37 GMT",
+            "Sun, 06 Nov 1994 08:-9223372036854775808:37 GMT",
+        ] {
+            assert_eq!(parse_retry_after(v, now), None, "{v}");
+        }
     }
 
     #[test]
