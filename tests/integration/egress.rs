@@ -126,6 +126,28 @@ fn egress_layer(dir: &Path, patched_port: u16, extra: &str) -> std::path::PathBu
     p
 }
 
+/// The JSON report of `check --profile aks-ubuntu --baseline LAYER extra...` on `host`.
+fn check_with(host: &Path, layer: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "--profile",
+        "aks-ubuntu",
+        "--baseline",
+        layer.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    util::check_json(host, &args).1
+}
+
+/// The egress findings of a report.
+fn egress_findings(report: &serde_json::Value) -> Vec<&serde_json::Value> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["component"] == "egress")
+        .collect()
+}
+
 /// `(status, evidence source)` of the egress finding of endpoint `id`.
 fn outcome(report: &serde_json::Value, id: &str) -> (String, String) {
     let path = format!("egress.endpoints.{id}.reachable");
@@ -168,18 +190,7 @@ fn probes_each_listed_endpoint_and_names_the_failing_stage() {
         plain.port, trusted.port, untrusted.port,
     );
     let layer = egress_layer(dir.path(), patched.port, &extra);
-    let (_, report) = util::check_json(
-        host.path(),
-        &[
-            "--profile",
-            "aks-ubuntu",
-            "--baseline",
-            layer.to_str().unwrap(),
-            "--egress",
-            "--egress-timeout",
-            "1s",
-        ],
-    );
+    let report = check_with(host.path(), &layer, &["--egress", "--egress-timeout", "1s"]);
 
     let (status, how) = outcome(&report, "mcr");
     assert_eq!(status, "pass", "the patched AKS endpoint: {how}");
@@ -200,12 +211,7 @@ fn probes_each_listed_endpoint_and_names_the_failing_stage() {
             "{id}: {how}"
         );
     }
-    let egress: Vec<_> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["component"] == "egress")
-        .collect();
+    let egress = egress_findings(&report);
     assert_eq!(
         egress.len(),
         7,
@@ -237,21 +243,8 @@ fn without_the_egress_flag_nothing_is_contacted() {
     let dir = tempfile::tempdir().unwrap();
     let listed = Server::plain();
     let layer = egress_layer(dir.path(), listed.port, "");
-    let (_, report) = util::check_json(
-        host.path(),
-        &[
-            "--profile",
-            "aks-ubuntu",
-            "--baseline",
-            layer.to_str().unwrap(),
-        ],
-    );
-    let egress: Vec<_> = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["component"] == "egress")
-        .collect();
+    let report = check_with(host.path(), &layer, &[]);
+    let egress = egress_findings(&report);
     assert_eq!(egress.len(), 1, "{egress:#?}");
     assert_eq!(egress[0]["path"], "egress.endpoints.mcr.reachable");
     assert_eq!(egress[0]["status"], "unknown");
@@ -271,29 +264,11 @@ fn probe_forces_egress_probes_and_no_probe_turns_them_off() {
     let dir = tempfile::tempdir().unwrap();
     let listed = Server::plain();
     let layer = egress_layer(dir.path(), listed.port, "");
-    let args = |extra: &'static str| {
-        let mut v = vec![
-            "--profile".to_owned(),
-            "aks-ubuntu".to_owned(),
-            "--baseline".to_owned(),
-            layer.to_str().unwrap().to_owned(),
-        ];
-        v.push(extra.to_owned());
-        v
-    };
-    let a = args("--no-probe");
-    let (_, report) = util::check_json(
-        host.path(),
-        &a.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let report = check_with(host.path(), &layer, &["--no-probe"]);
     assert_eq!(outcome(&report, "mcr").0, "unknown");
     assert_eq!(listed.connections_before_ours(), 0);
 
-    let a = args("--probe");
-    let (_, report) = util::check_json(
-        host.path(),
-        &a.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let report = check_with(host.path(), &layer, &["--probe"]);
     assert_eq!(outcome(&report, "mcr").0, "pass");
     // Our first check connection, then the probe's.
     assert_eq!(listed.connections_before_ours(), 2);
@@ -312,16 +287,7 @@ fn a_node_without_a_ca_bundle_cannot_call_a_tls_endpoint_reachable() {
         trusted.port
     );
     let layer = egress_layer(dir.path(), patched.port, &extra);
-    let (_, report) = util::check_json(
-        host.path(),
-        &[
-            "--profile",
-            "aks-ubuntu",
-            "--baseline",
-            layer.to_str().unwrap(),
-            "--egress",
-        ],
-    );
+    let report = check_with(host.path(), &layer, &["--egress"]);
     assert_eq!(outcome(&report, "trusted").0, "unknown");
     assert_eq!(outcome(&report, "mcr").0, "pass");
 }

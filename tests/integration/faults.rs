@@ -10,8 +10,8 @@ use nodedrift::report::cloudevents::{CloudEvent, types};
 
 use crate::delivery::accepted;
 use crate::http_sink::receiver::{Fault, Mode, Receiver};
-use crate::node_sink::apiserver::{ApiServer, NODE, aks_node};
-use crate::node_sink::kubeconfig;
+use crate::node_sink::Sinks;
+use crate::node_sink::apiserver::ApiServer;
 use crate::run::Agent;
 use crate::util::prepared_host;
 
@@ -161,40 +161,30 @@ fn summary_fails(api: &ApiServer) -> Option<u64> {
 #[test]
 fn a_flapping_api_server_ends_with_the_node_in_its_final_state() {
     let mut rng = Rng(0xf1a9_f1a9);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut api = rt.block_on(ApiServer::start(Some(aks_node())));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(&api, dir.path());
+    let mut sinks = Sinks::start();
     let host = prepared_host("aks-ubuntu-drifted");
-    let agent = Agent::start(
-        host.path(),
-        &[],
-        &[
-            ("NODE_NAME", NODE),
-            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ],
-    );
-    agent.wait_ready();
+    let agent = sinks.start_agent(host.path(), tempfile::tempdir().unwrap(), &[]);
     wait_until("the first summary on the Node", || {
-        summary_fails(&api).is_some()
+        summary_fails(&sinks.api).is_some()
     });
-    let drifted_fails = summary_fails(&api).unwrap();
+    let drifted_fails = summary_fails(&sinks.api).unwrap();
     let mut drifted = true;
     for _ in 0..20 {
-        rt.block_on(api.down());
+        sinks.api_down();
         drifted = !drifted;
         set_read_only_port(host.path(), drifted);
         std::thread::sleep(Duration::from_millis(rng.below(300)));
-        rt.block_on(api.up());
+        sinks.api_up();
         std::thread::sleep(Duration::from_millis(rng.below(300)));
     }
+    let api = &sinks.api;
     let want = if drifted {
         drifted_fails
     } else {
         drifted_fails - 1
     };
     wait_until("the Node showing the final state", || {
-        summary_fails(&api) == Some(want)
+        summary_fails(api) == Some(want)
     });
     let (code, _) = agent.get("/healthz");
     assert_eq!(code, 200);

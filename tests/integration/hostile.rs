@@ -230,11 +230,7 @@ fn check_completes_and_reports_each_bad_input_as_unknown() {
         !text.contains(OUTSIDE_MARKER),
         "read outside the root: {text}"
     );
-    let reasons: Vec<String> = with_status(&report, "unknown")
-        .iter()
-        .map(|f| f["reason"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    let all = reasons.join("\n");
+    let all = unknown_reasons(&report);
     for needle in [
         "/var/lib/kubelet/config.yaml",
         "/etc/containerd/config.toml",
@@ -306,6 +302,22 @@ fn unknown_reasons(report: &serde_json::Value) -> String {
         .map(|f| f["reason"].as_str().unwrap_or_default().to_owned())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// What `check --format json` (its output `out`) made of a hostile tree: the output is clean,
+/// the exit is 1 (failures) or 3 (unknowns), never an error; returns the report and its
+/// unknown reasons, one per line.
+fn checked(what: &str, out: &std::process::Output) -> (serde_json::Value, String) {
+    assert_clean(what, out);
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(1 | 3)),
+        "{what}: exit {code:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reasons = unknown_reasons(&report);
+    (report, reasons)
 }
 
 #[test]
@@ -456,11 +468,8 @@ fn hostile_files_that_grow_or_vanish_while_read() {
                 .arg(&h.root),
             120,
         );
-        assert_clean("check", &out);
-        let code = out.status.code();
-        assert!(matches!(code, Some(1 | 3)), "check {i}: exit {code:?}");
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert!(!with_status(&report, "unknown").is_empty(), "{report:#}");
+        let (report, reasons) = checked(&format!("check {i}"), &out);
+        assert!(!reasons.is_empty(), "{report:#}");
         // The growing file is read (a value) or named as unknown (too large, changed).
         let out = run_bounded(
             nodedrift()
@@ -584,15 +593,7 @@ fn hostile_permission_denied_subtrees_are_unknown_naming_the_path() {
         ])
         .arg(&h.root);
     let out = run_bounded(&mut cmd, 120);
-    assert_clean("check as nobody", &out);
-    let code = out.status.code();
-    assert!(
-        matches!(code, Some(1 | 3)),
-        "exit {code:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let all = unknown_reasons(&report);
+    let (_, all) = checked("check as nobody", &out);
     for needle in [
         "/var/lib/kubelet/config.yaml: permission denied",
         "/etc/containerd/config.toml: permission denied",
@@ -633,15 +634,7 @@ fn hostile_million_entry_directory_is_bounded() {
     let started = std::time::Instant::now();
     let out = run_bounded(&mut cmd, 240);
     let wall = started.elapsed();
-    assert_clean("check", &out);
-    let code = out.status.code();
-    assert!(
-        matches!(code, Some(1 | 3)),
-        "exit {code:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let all = unknown_reasons(&report);
+    let (_, all) = checked("check", &out);
     assert!(
         all.contains("/etc/sysctl.d: more than"),
         "the cap names the directory: {all}"

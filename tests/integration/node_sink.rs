@@ -21,7 +21,7 @@ fn wait_until(what: &str, done: impl FnMut() -> bool) {
 }
 
 /// A kubeconfig in `dir` for the API-server double (plain HTTP, a bearer token).
-pub fn kubeconfig(api: &ApiServer, dir: &std::path::Path) -> std::path::PathBuf {
+fn kubeconfig(api: &ApiServer, dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("kubeconfig");
     std::fs::write(
         &path,
@@ -38,7 +38,7 @@ pub fn kubeconfig(api: &ApiServer, dir: &std::path::Path) -> std::path::PathBuf 
 /// Node, a CloudEvents receiver, and the environment that points the agent at both.
 pub struct Sinks {
     /// Serves the double and the receiver; dropped last.
-    _rt: tokio::runtime::Runtime,
+    rt: tokio::runtime::Runtime,
     pub api: ApiServer,
     pub receiver: crate::http_sink::receiver::Receiver,
     /// Holds the kubeconfig (and whatever else a test puts there).
@@ -60,12 +60,17 @@ impl Sinks {
             ("NODEDRIFT_ENDPOINT", receiver.url()),
         ];
         Self {
-            _rt: rt,
+            rt,
             api,
             receiver,
             dir,
             env,
         }
+    }
+
+    /// The environment as the agent helpers take it.
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
     }
 
     /// Starts `nodedrift run` on `host` with `state` and `extra` arguments, reporting here, and
@@ -76,10 +81,30 @@ impl Sinks {
         state: tempfile::TempDir,
         extra: &[&str],
     ) -> Agent {
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let agent = Agent::start_with_state(host, state, extra, &env);
+        let agent = Agent::start_with_state(host, state, extra, &self.env());
         agent.wait_ready();
         agent
+    }
+
+    /// The `nodedrift run` command [`Sinks::start_agent`] starts, for callers that spawn it
+    /// themselves (another log filter, a wrapper).
+    pub fn agent_command(
+        &self,
+        host: &std::path::Path,
+        state: &std::path::Path,
+        extra: &[&str],
+    ) -> std::process::Command {
+        Agent::command(host, state, extra, &self.env())
+    }
+
+    /// Takes the API-server double down: connections are refused until [`Sinks::api_up`].
+    pub fn api_down(&mut self) {
+        self.rt.block_on(self.api.down());
+    }
+
+    /// Serves the API-server double again, on the same address and with the same state.
+    pub fn api_up(&mut self) {
+        self.rt.block_on(self.api.up());
     }
 
     /// Accepted CloudEvents of `kind`, in arrival order.
@@ -93,19 +118,10 @@ impl Sinks {
 
 #[test]
 fn the_agent_reports_drift_and_reboot_on_its_own_node() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = rt.block_on(ApiServer::start(Some(aks_node())));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(&api, dir.path());
+    let sinks = Sinks::start();
+    let api = &sinks.api;
     let host = prepared_host("aks-ubuntu-drifted");
-    let agent = Agent::start(
-        host.path(),
-        &[],
-        &[
-            ("NODE_NAME", NODE),
-            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ],
-    );
+    let agent = sinks.start_agent(host.path(), tempfile::tempdir().unwrap(), &[]);
     wait_until("the NodeDrift condition and annotations", || {
         let w = api.world();
         w.condition("NodeDrift")

@@ -104,20 +104,28 @@ fn status(o: &std::collections::BTreeMap<String, (String, Value)>, rule: &str) -
         .clone()
 }
 
+/// The four rules an Ubuntu node is held to.
+const UBUNTU_RULES: [&str; 4] = [
+    "patches.node-image-recent",
+    "patches.last-transaction-recent",
+    "patches.no-pending-security-updates",
+    "patches.security-metadata-fresh",
+];
+
+/// Asserts every one of [`UBUNTU_RULES`] has the status `want`.
+fn assert_all(o: &std::collections::BTreeMap<String, (String, Value)>, want: &str) {
+    for rule in UBUNTU_RULES {
+        assert_eq!(status(o, rule), want, "{rule}: {:#}", o[rule].1);
+    }
+}
+
 #[test]
 fn patched_ubuntu_node_passes() {
     let host = prepared_host("aks-ubuntu-clean");
     set_node_image_age(host.path(), 5);
     dpkg_host(host.path(), "2.35-0ubuntu3.8", "2.35-0ubuntu3.8", 2, 1);
     let o = outcomes(host.path(), "aks-ubuntu");
-    for rule in [
-        "patches.node-image-recent",
-        "patches.last-transaction-recent",
-        "patches.no-pending-security-updates",
-        "patches.security-metadata-fresh",
-    ] {
-        assert_eq!(status(&o, rule), "pass", "{rule}: {:#}", o[rule].1);
-    }
+    assert_all(&o, "pass");
     let image = &o["patches.node-image-recent"].1;
     assert_eq!(image["actual"], json!(5));
     assert_eq!(image["evidence"]["pid"], json!(1201));
@@ -129,14 +137,7 @@ fn stale_ubuntu_node_fails_with_the_pending_update() {
     // The fixture's own image label (January 2025) is older than 30 days, and stays so.
     dpkg_host(host.path(), "2.35-0ubuntu3.6", "2.35-0ubuntu3.8", 45, 40);
     let o = outcomes(host.path(), "aks-ubuntu");
-    for rule in [
-        "patches.node-image-recent",
-        "patches.last-transaction-recent",
-        "patches.no-pending-security-updates",
-        "patches.security-metadata-fresh",
-    ] {
-        assert_eq!(status(&o, rule), "fail", "{rule}: {:#}", o[rule].1);
-    }
+    assert_all(&o, "fail");
     let image = &o["patches.node-image-recent"].1;
     // Escalated: the image is more than 90 days old.
     assert_eq!(image["severity"], json!("high"));

@@ -45,16 +45,28 @@ impl Agent {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        let cmd = Self::command(root, state.path(), extra, env);
+        Self::spawn(cmd, state)
+    }
+
+    /// The command [`Agent::start_with_state`] spawns: `nodedrift run --listen 127.0.0.1:0
+    /// --state-dir STATE --host-root ROOT extra...` with `env` added.
+    pub fn command(
+        root: &Path,
+        state: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::process::Command {
         let mut cmd = nodedrift();
         cmd.args(["run", "--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(state.path())
+            .arg(state)
             .arg("--host-root")
             .arg(root)
             .args(extra);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Self::spawn(cmd, state)
+        cmd
     }
 
     /// Starts `cmd`, a command that ends up running `nodedrift run --listen 127.0.0.1:0 ...`

@@ -6,9 +6,7 @@
 use std::path::Path;
 
 use crate::delivery::accepted;
-use crate::http_sink::receiver::{Mode, Receiver};
-use crate::node_sink::apiserver::{ApiServer, NODE, aks_node};
-use crate::node_sink::kubeconfig;
+use crate::node_sink::Sinks;
 use crate::run::Agent;
 use crate::util::{nodedrift, prepared_host};
 
@@ -98,29 +96,18 @@ fn assert_clean(what: &str, text: &str) {
 
 #[test]
 fn planted_secrets_never_reach_any_output() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = rt.block_on(ApiServer::start(Some(aks_node())));
-    let receiver = rt.block_on(Receiver::start(Mode::Plain));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(&api, dir.path());
+    let sinks = Sinks::start();
+    let (api, receiver) = (&sinks.api, &sinks.receiver);
     let host = prepared_host("aks-ubuntu-drifted");
     plant(host.path());
 
-    let mut agent_cmd = nodedrift();
     let state = tempfile::tempdir().unwrap();
-    agent_cmd
-        .args(["run", "--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(state.path())
-        .arg("--host-root")
-        .arg(host.path())
-        .env("NODE_NAME", NODE)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("NODEDRIFT_ENDPOINT", receiver.url());
+    let agent_cmd = sinks.agent_command(host.path(), state.path(), &[]);
     // The most talkative log there is.
     let agent = Agent::spawn_logging(agent_cmd, state, "nodedrift=trace");
     agent.wait_ready();
     crate::util::wait_until("a delivery", std::time::Duration::from_secs(60), || {
-        !accepted(&receiver).is_empty()
+        !accepted(receiver).is_empty()
     });
 
     // Changes while it runs: a watched sysctl file gains a secret and a setting, and the
@@ -140,7 +127,7 @@ fn planted_secrets_never_reach_any_output() {
         "the watched changes reported",
         std::time::Duration::from_secs(60),
         || {
-            let events = accepted(&receiver);
+            let events = accepted(receiver);
             ["/etc/sysctl.d/99-custom.conf", "/etc/default/kubelet"]
                 .iter()
                 .all(|p| {
@@ -153,7 +140,7 @@ fn planted_secrets_never_reach_any_output() {
 
     let (_, metrics) = agent.get("/metrics");
     assert_clean("/metrics", &metrics);
-    let events = serde_json::to_string(&accepted(&receiver)).unwrap();
+    let events = serde_json::to_string(&accepted(receiver)).unwrap();
     assert_clean("the CloudEvents", &events);
     {
         let w = api.world();

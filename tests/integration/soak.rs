@@ -15,10 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::delivery::accepted;
-use crate::http_sink::receiver::{Fault, Mode, Receiver};
-use crate::node_sink::apiserver::{ApiServer, NODE, aks_node};
-use crate::node_sink::kubeconfig;
-use crate::run::Agent;
+use crate::http_sink::receiver::{Fault, Receiver};
+use crate::node_sink::Sinks;
 use crate::util::prepared_host;
 use nodedrift::report::cloudevents::types;
 
@@ -99,12 +97,8 @@ fn soak_memory_and_descriptors_stay_flat_and_every_change_is_reported() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut api = rt.block_on(ApiServer::start(Some(aks_node())));
-    let receiver = rt.block_on(Receiver::start(Mode::Plain));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kubeconfig(&api, dir.path());
-    let config = dir.path().join("nodedrift.yaml");
+    let mut sinks = Sinks::start();
+    let config = sinks.dir.path().join("nodedrift.yaml");
     // Faster timers than the defaults, so the soak exercises every path many times.
     std::fs::write(
         &config,
@@ -112,16 +106,11 @@ fn soak_memory_and_descriptors_stay_flat_and_every_change_is_reported() {
     )
     .unwrap();
     let host = prepared_host("aks-ubuntu-drifted");
-    let agent = Agent::start(
+    let agent = sinks.start_agent(
         host.path(),
+        tempfile::tempdir().unwrap(),
         &["--config", config.to_str().unwrap()],
-        &[
-            ("NODE_NAME", NODE),
-            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-            ("NODEDRIFT_ENDPOINT", &receiver.url()),
-        ],
     );
-    agent.wait_ready();
     let pid = agent.pid().as_raw().unsigned_abs();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
@@ -162,27 +151,30 @@ fn soak_memory_and_descriptors_stay_flat_and_every_change_is_reported() {
         if step % 15 == 0 {
             // A short outage: three refused batches (the sink's backoff then stays at seconds;
             // longer runs of failures back off towards its 5-minute cap).
-            receiver.push_faults(std::iter::repeat_n(Fault::Status(503, "soak outage"), 3));
+            sinks
+                .receiver
+                .push_faults(std::iter::repeat_n(Fault::Status(503, "soak outage"), 3));
             outages += 1;
         }
         if step % 25 == 0 {
-            rt.block_on(api.down());
+            sinks.api_down();
             std::thread::sleep(Duration::from_secs(1));
-            rt.block_on(api.up());
+            sinks.api_up();
             api_outages += 1;
         }
         std::thread::sleep(Duration::from_millis(500));
         samples.push(sample(pid, start));
     }
+    let (api, receiver) = (&sinks.api, &sinks.receiver);
     receiver.clear_faults();
     // Up to the sink's backoff cap (5 min) after the last refusal, and then some.
     crate::util::wait_until("every change delivered", Duration::from_secs(420), || {
-        transitions(&receiver, PORT_SUBJECT).len() > toggles
+        transitions(receiver, PORT_SUBJECT).len() > toggles
     });
     agent.wait_metrics("an empty outbox", |m| {
         m.contains("nodedrift_outbox_depth 0")
     });
-    let seq = transitions(&receiver, PORT_SUBJECT);
+    let seq = transitions(receiver, PORT_SUBJECT);
     assert_eq!(seq.len(), toggles + 1, "one event per change");
     api.assert_clean();
     assert_eq!(agent.get("/healthz").0, 200);

@@ -435,18 +435,26 @@ mod tests {
         assert!(target("127.0.0.1", None).is_err());
     }
 
-    /// A server that sends `raw` and closes, once.
-    fn serve_once(raw: &'static [u8]) -> SocketAddr {
+    /// A loopback server that accepts one connection, reads the request and hands the
+    /// stream to `answer`.
+    fn serve(answer: impl FnOnce(&mut std::net::TcpStream) + Send + 'static) -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = l.local_addr().unwrap();
         std::thread::spawn(move || {
             if let Ok((mut s, _)) = l.accept() {
                 let mut req = [0u8; 1024];
                 let _ = s.read(&mut req);
-                let _ = s.write_all(raw);
+                answer(&mut s);
             }
         });
         a
+    }
+
+    /// A server that sends `raw` and closes, once.
+    fn serve_once(raw: &'static [u8]) -> SocketAddr {
+        serve(move |s| {
+            let _ = s.write_all(raw);
+        })
     }
 
     #[test]
@@ -482,18 +490,12 @@ mod tests {
 
     #[test]
     fn a_slow_loris_server_runs_into_the_deadline() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = l.local_addr().unwrap();
-        std::thread::spawn(move || {
-            if let Ok((mut s, _)) = l.accept() {
-                let mut req = [0u8; 1024];
-                let _ = s.read(&mut req);
-                for _ in 0..200 {
-                    if s.write_all(b"X").is_err() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
+        let a = serve(|s| {
+            for _ in 0..200 {
+                if s.write_all(b"X").is_err() {
+                    break;
                 }
+                std::thread::sleep(Duration::from_millis(50));
             }
         });
         let e = get(a, "/healthz", Duration::from_millis(400)).unwrap_err();
