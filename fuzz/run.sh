@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the fuzz targets and runs them one after the other.
+# Builds the fuzz targets and runs them one after the other (JOBS=n: n at a time).
 #
-#   fuzz/run.sh short [target...]   each target for SHORT_SECONDS (default 20): CI
-#   fuzz/run.sh long [target...]    each target until RUNS executions (default 10 000 000)
+#   fuzz/run.sh short [target...]   each target for SHORT_SECONDS (default 20; CI: 10)
+#   fuzz/run.sh long [target...]    each target until RUNS executions (default 10 000 000);
+#                                   JOBS=n runs n targets at a time
 #   fuzz/run.sh list                the targets
 #
 # Uses rustup's nightly toolchain when installed; otherwise the stable one with
@@ -23,7 +24,8 @@
 # hangs and unbounded memory, and libFuzzer itself catches all three. A dependency bug in C
 # (ring is not on any parse path) would want `--sanitizer address`: SANITIZER=address.
 #
-# Nice and one target at a time: the machine is shared with other builds. NICE=0 to not.
+# Nice and one target at a time: the machine is shared with other builds. NICE=0 to not;
+# JOBS=n runs n targets at once (one per core is what helps: each target is one process).
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -46,6 +48,7 @@ fi
 short_seconds="${SHORT_SECONDS:-20}"
 runs="${RUNS:-10000000}"
 sanitizer="${SANITIZER:-none}"
+jobs="${JOBS:-1}"
 nice_cmd=(nice -n "${NICE:-19}")
 # Targets over host files write each input into a scratch tree under the temp dir: on tmpfs
 # that costs no writeback (ext4 flushes a truncated-and-rewritten file on close: on disk the
@@ -94,8 +97,9 @@ echo "build: $(($(date +%s) - build_start)) s"
 mkdir -p results
 results="results/$mode-$(date -u +%Y-%m-%dT%H%M%S).tsv"
 printf 'target\texecs\tseconds\tresult\tpeak_rss_mb\n' >"$results"
-failed=0
-for t in "${targets[@]}"; do
+# One target: its log in results/<target>.log, its line in the results; fails unless ok.
+run_one() {
+    local t=$1 limit log start status seconds execs rss result line
     mkdir -p "work/$t" "artifacts/$t"
     if [[ $mode == short ]]; then
         limit=(-max_total_time="$short_seconds")
@@ -118,10 +122,8 @@ for t in "${targets[@]}"; do
         result=ok
     elif grep -qE '^(==[0-9]+== ERROR: libFuzzer|SUMMARY: libFuzzer)' "$log"; then
         result=crash
-        failed=1
     else
         result="exit-$status"
-        failed=1
     fi
     line=$(printf '%s\t%s\t%s\t%s\t%s' "$t" "${execs:-?}" "$seconds" "$result" "${rss:-?}")
     echo "$line" | tee -a "$results"
@@ -131,6 +133,30 @@ for t in "${targets[@]}"; do
     if [[ $result != ok ]]; then
         grep -E 'panicked|ERROR|SUMMARY|Test unit written' "$log" | head -n 5 >&2 || true
     fi
-done
+    [[ $result == ok ]]
+}
+
+failed=0
+if [[ $jobs -le 1 ]]; then
+    for t in "${targets[@]}"; do
+        run_one "$t" || failed=1
+    done
+else
+    # JOBS targets at a time, each starting as soon as one ends (a line per target is one
+    # short append, so the results file takes the writers in any order).
+    running=0
+    for t in "${targets[@]}"; do
+        if [[ $running -ge $jobs ]]; then
+            wait -n || failed=1
+            running=$((running - 1))
+        fi
+        run_one "$t" &
+        running=$((running + 1))
+    done
+    while [[ $running -gt 0 ]]; do
+        wait -n || failed=1
+        running=$((running - 1))
+    done
+fi
 echo "results: fuzz/$results"
 exit "$failed"
