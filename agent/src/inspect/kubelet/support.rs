@@ -7,6 +7,7 @@
 //! the path, ready to become an `unknown` reason.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use procfs_core::FromRead;
@@ -284,7 +285,7 @@ impl Merged {
     pub(crate) fn set(&mut self, path: &[&str], value: Value, source: Source) {
         let key: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
         self.push_down_ancestor_source(&key);
-        self.sources.retain(|k, _| !k.starts_with(&key));
+        self.remove_sources_under(&key);
         let Some((last, parents)) = path.split_last() else {
             return;
         };
@@ -303,15 +304,37 @@ impl Merged {
         self.sources.insert(key, source);
     }
 
+    /// Drops the sources of `key` and of every field under it. Those are one contiguous run
+    /// of the map, starting at `key` (a path sorts after its prefixes and before any sibling
+    /// that sorts after it), so this costs the run, not the map: a command line setting
+    /// thousands of map entries (feature gates, labels) stays linear, not quadratic.
+    fn remove_sources_under(&mut self, key: &[String]) {
+        let under: Vec<Vec<String>> = self
+            .sources
+            .range::<[String], _>((Bound::Included(key), Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(key))
+            .cloned()
+            .collect();
+        for k in under {
+            self.sources.remove(&k);
+        }
+    }
+
+    /// The outermost field enclosing `key` (not `key` itself) that has a source of its own,
+    /// and that source: what a path-ordered scan would find first, looked up prefix by prefix.
+    fn outermost_sourced_ancestor(&self, key: &[String]) -> Option<(Vec<String>, Source)> {
+        (0..key.len()).find_map(|n| {
+            self.sources
+                .get(&key[..n])
+                .map(|s| (key[..n].to_vec(), s.clone()))
+        })
+    }
+
     /// An enclosing field recorded with one source (a whole map from a file) is about to have
     /// one member replaced: its other members keep that source, each on its own.
     fn push_down_ancestor_source(&mut self, key: &[String]) {
-        let Some((anc, src)) = self
-            .sources
-            .iter()
-            .find(|(k, _)| k.len() < key.len() && key.starts_with(k))
-            .map(|(k, s)| (k.clone(), s.clone()))
-        else {
+        let Some((anc, src)) = self.outermost_sourced_ancestor(key) else {
             return;
         };
         self.sources.remove(&anc);
@@ -773,5 +796,49 @@ mod tests {
             m.source(&["authentication", "anonymous", "enabled"]),
             Some(&Source::Flag(7))
         );
+    }
+
+    /// The range lookups `set` uses agree with plain scans of the whole map (what they
+    /// replaced) on random path sets, including paths that are prefixes of others.
+    #[test]
+    fn source_lookups_agree_with_full_scans() {
+        let mut seed = 0x5eed_u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let segs = ["a", "b", "ab", "c", ""];
+        let path = |next: &mut dyn FnMut(u64) -> u64| -> Vec<String> {
+            (0..next(5))
+                .map(|_| segs[usize::try_from(next(5)).unwrap()].to_owned())
+                .collect()
+        };
+        for round in 0..200 {
+            let mut m = Merged::default();
+            for i in 0..next(40) {
+                m.sources
+                    .insert(path(&mut next), Source::Flag(u32::try_from(i).unwrap()));
+            }
+            for _ in 0..20 {
+                let key = path(&mut next);
+                let scanned = m
+                    .sources
+                    .iter()
+                    .find(|(k, _)| k.len() < key.len() && key.starts_with(k))
+                    .map(|(k, s)| (k.clone(), s.clone()));
+                assert_eq!(
+                    m.outermost_sourced_ancestor(&key),
+                    scanned,
+                    "{round} {key:?}"
+                );
+                let mut ranged = m.clone();
+                ranged.remove_sources_under(&key);
+                let mut retained = m.sources.clone();
+                retained.retain(|k, _| !k.starts_with(&key));
+                assert_eq!(ranged.sources, retained, "{round} {key:?}");
+            }
+        }
     }
 }
