@@ -40,18 +40,6 @@ fn set_read_only_port(host: &Path, drifted: bool) {
     std::fs::rename(&tmp, &path).unwrap();
 }
 
-/// A small deterministic generator (xorshift), so a failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
@@ -80,7 +68,7 @@ fn a_hundred_sigkills_during_writes_lose_nothing_acknowledged() {
     const ROUNDS: usize = 100;
     let seed = 0x5eed_2026_u64;
     eprintln!("seed {seed:#x}");
-    let mut rng = Rng(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let receiver = rt.block_on(Receiver::start(Mode::Plain));
     receiver.push_faults(std::iter::repeat_n(Fault::Status(503, "down"), 10_000_000));
@@ -106,9 +94,9 @@ fn a_hundred_sigkills_during_writes_lose_nothing_acknowledged() {
                 m.contains(&line) && metric(m, "nodedrift_outbox_depth").is_some_and(|d| d > depth)
             });
             acknowledged += 1;
-            std::thread::sleep(Duration::from_millis(rng.below(15)));
+            std::thread::sleep(Duration::from_millis(rng.u64(0..15)));
         } else {
-            std::thread::sleep(Duration::from_millis(rng.below(40)));
+            std::thread::sleep(Duration::from_millis(rng.u64(0..40)));
         }
         let (_, s) = agent.stop(Signal::SIGKILL);
         state = s;
@@ -160,7 +148,7 @@ fn summary_fails(api: &ApiServer) -> Option<u64> {
 /// up showing the final state.
 #[test]
 fn a_flapping_api_server_ends_with_the_node_in_its_final_state() {
-    let mut rng = Rng(0xf1a9_f1a9);
+    let mut rng = fastrand::Rng::with_seed(0xf1a9_f1a9);
     let mut sinks = Sinks::start();
     let host = prepared_host("aks-ubuntu-drifted");
     let agent = sinks.start_agent(host.path(), tempfile::tempdir().unwrap(), &[]);
@@ -173,9 +161,9 @@ fn a_flapping_api_server_ends_with_the_node_in_its_final_state() {
         sinks.api_down();
         drifted = !drifted;
         set_read_only_port(host.path(), drifted);
-        std::thread::sleep(Duration::from_millis(rng.below(300)));
+        std::thread::sleep(Duration::from_millis(rng.u64(0..300)));
         sinks.api_up();
-        std::thread::sleep(Duration::from_millis(rng.below(300)));
+        std::thread::sleep(Duration::from_millis(rng.u64(0..300)));
     }
     let api = &sinks.api;
     let want = if drifted {

@@ -802,27 +802,20 @@ mod tests {
     /// replaced) on random path sets, including paths that are prefixes of others.
     #[test]
     fn source_lookups_agree_with_full_scans() {
-        let mut seed = 0x5eed_u64;
-        let mut next = |n: u64| {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 33) % n
-        };
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
         let segs = ["a", "b", "ab", "c", ""];
-        let path = |next: &mut dyn FnMut(u64) -> u64| -> Vec<String> {
-            (0..next(5))
-                .map(|_| segs[usize::try_from(next(5)).unwrap()].to_owned())
+        let path = |rng: &mut fastrand::Rng| -> Vec<String> {
+            (0..rng.usize(0..5))
+                .map(|_| segs[rng.usize(0..segs.len())].to_owned())
                 .collect()
         };
         for round in 0..200 {
             let mut m = Merged::default();
-            for i in 0..next(40) {
-                m.sources
-                    .insert(path(&mut next), Source::Flag(u32::try_from(i).unwrap()));
+            for i in 0..rng.u32(0..40) {
+                m.sources.insert(path(&mut rng), Source::Flag(i));
             }
             for _ in 0..20 {
-                let key = path(&mut next);
+                let key = path(&mut rng);
                 let scanned = m
                     .sources
                     .iter()
