@@ -3,7 +3,8 @@
 #
 #   fuzz/run.sh short [target...]   each target for SHORT_SECONDS (default 20; CI: 10)
 #   fuzz/run.sh long [target...]    each target until RUNS executions (default 10 000 000);
-#                                   JOBS=n runs n targets at a time
+#                                   JOBS=n runs n targets at a time; WORKERS=n runs each
+#                                   target as n processes sharing its corpus, RUNS/n each
 #   fuzz/run.sh list                the targets
 #
 # Uses rustup's nightly toolchain when installed; otherwise the stable one with
@@ -16,6 +17,10 @@
 #
 # One line per target goes to fuzz/results/<mode>-<UTC date>.tsv (and to $RESULTS_COPY when
 # set): target, executions, seconds, result (ok, crash, or the exit status), peak RSS in MB.
+# With WORKERS=n: the executions of the n processes added up, the peak RSS of the largest
+# (each process has its own), a result other than ok if any process's was; each process logs
+# to results/<target>.<i>.log. libFuzzer re-reads the corpus directory every few seconds
+# (-reload), so the processes build on what the others found.
 #
 # Sanitizer: none. The agent has no `unsafe` outside agent/src/sys/, which no target reaches,
 # so AddressSanitizer would only re-check what the compiler already guarantees, at about
@@ -49,6 +54,15 @@ short_seconds="${SHORT_SECONDS:-20}"
 runs="${RUNS:-10000000}"
 sanitizer="${SANITIZER:-none}"
 jobs="${JOBS:-1}"
+workers="${WORKERS:-1}"
+if ! [[ $jobs =~ ^[1-9][0-9]*$ && $workers =~ ^[1-9][0-9]*$ && $runs =~ ^[1-9][0-9]*$ ]]; then
+    echo "JOBS, WORKERS and RUNS are positive integers" >&2
+    exit 2
+fi
+if [[ $mode == short && $workers -gt 1 ]]; then
+    echo "WORKERS is for long runs" >&2
+    exit 2
+fi
 nice_cmd=(nice -n "${NICE:-19}")
 # Targets over host files write each input into a scratch tree under the temp dir: on tmpfs
 # that costs no writeback (ext4 flushes a truncated-and-rewritten file on close: on disk the
@@ -97,41 +111,75 @@ echo "build: $(($(date +%s) - build_start)) s"
 mkdir -p results
 results="results/$mode-$(date -u +%Y-%m-%dT%H%M%S).tsv"
 printf 'target\texecs\tseconds\tresult\tpeak_rss_mb\n' >"$results"
-# One target: its log in results/<target>.log, its line in the results; fails unless ok.
-run_one() {
-    local t=$1 limit log start status seconds execs rss result line
-    mkdir -p "work/$t" "artifacts/$t"
+# One libFuzzer process over target $1's corpus, logging to $2.
+fuzz_one() {
+    local t=$1 log=$2 limit
     if [[ $mode == short ]]; then
         limit=(-max_total_time="$short_seconds")
     else
-        limit=(-runs="$runs")
+        limit=(-runs="$(((runs + workers - 1) / workers))")
     fi
-    log="results/$t.log"
-    start=$(date +%s)
-    set +e
     "${nice_cmd[@]}" cargo "${toolchain[@]}" fuzz run -O --sanitizer "$sanitizer" "$t" "work/$t" "corpus/$t" -- \
         "${limit[@]}" -max_len="$(max_len "$t")" -timeout=10 -rss_limit_mb=2048 \
         -malloc_limit_mb=2048 -print_final_stats=1 -artifact_prefix="artifacts/$t/" \
         >"$log" 2>&1
-    status=$?
-    set -e
-    seconds=$(($(date +%s) - start))
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-    rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -n 1)
-    if [[ $status -eq 0 ]]; then
-        result=ok
-    elif grep -qE '^(==[0-9]+== ERROR: libFuzzer|SUMMARY: libFuzzer)' "$log"; then
-        result=crash
+}
+
+# One target: its log in results/<target>.log (results/<target>.<i>.log per worker), its
+# line in the results; fails unless ok.
+run_one() {
+    local t=$1 start seconds execs=0 rss=0 result=ok line i log n r pids=() logs=() statuses=()
+    mkdir -p "work/$t" "artifacts/$t"
+    if [[ $workers -le 1 ]]; then
+        logs=("results/$t.log")
     else
-        result="exit-$status"
+        for ((i = 1; i <= workers; i++)); do
+            logs+=("results/$t.$i.log")
+        done
     fi
-    line=$(printf '%s\t%s\t%s\t%s\t%s' "$t" "${execs:-?}" "$seconds" "$result" "${rss:-?}")
+    start=$(date +%s)
+    for log in "${logs[@]}"; do
+        fuzz_one "$t" "$log" &
+        pids+=($!)
+    done
+    # Every worker's status, not only the first failure's.
+    for i in "${pids[@]}"; do
+        set +e
+        wait "$i"
+        statuses+=($?)
+        set -e
+    done
+    seconds=$(($(date +%s) - start))
+    for i in "${!logs[@]}"; do
+        log=${logs[$i]}
+        n=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+        r=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -n 1)
+        if [[ -z $n ]]; then
+            execs="?"
+        elif [[ $execs != "?" ]]; then
+            execs=$((execs + n))
+        fi
+        if [[ -n $r && $r -gt $rss ]]; then
+            rss=$r
+        fi
+        if [[ ${statuses[$i]} -ne 0 ]]; then
+            if grep -qE '^(==[0-9]+== ERROR: libFuzzer|SUMMARY: libFuzzer)' "$log"; then
+                result=crash
+            elif [[ $result != crash ]]; then
+                result="exit-${statuses[$i]}"
+            fi
+        fi
+    done
+    if [[ $rss -eq 0 ]]; then
+        rss="?"
+    fi
+    line=$(printf '%s\t%s\t%s\t%s\t%s' "$t" "$execs" "$seconds" "$result" "$rss")
     echo "$line" | tee -a "$results"
     if [[ -n ${RESULTS_COPY:-} ]]; then
         echo "$line	$mode	$(date -u +%FT%TZ)" >>"$RESULTS_COPY"
     fi
     if [[ $result != ok ]]; then
-        grep -E 'panicked|ERROR|SUMMARY|Test unit written' "$log" | head -n 5 >&2 || true
+        grep -hE 'panicked|ERROR|SUMMARY|Test unit written' "${logs[@]}" | head -n 5 >&2 || true
     fi
     [[ $result == ok ]]
 }
