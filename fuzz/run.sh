@@ -128,7 +128,7 @@ fuzz_one() {
 # One target: its log in results/<target>.log (results/<target>.<i>.log per worker), its
 # line in the results; fails unless ok.
 run_one() {
-    local t=$1 start seconds execs=0 rss=0 result=ok line i log n r pids=() logs=() statuses=()
+    local t=$1 start seconds execs=0 rss=0 result=ok line i pid log n r pids=() logs=() statuses=()
     mkdir -p "work/$t" "artifacts/$t"
     if [[ $workers -le 1 ]]; then
         logs=("results/$t.log")
@@ -143,9 +143,9 @@ run_one() {
         pids+=($!)
     done
     # Every worker's status, not only the first failure's.
-    for i in "${pids[@]}"; do
+    for pid in "${pids[@]}"; do
         set +e
-        wait "$i"
+        wait "$pid"
         statuses+=($?)
         set -e
     done
